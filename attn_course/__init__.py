@@ -1,0 +1,3 @@
+"""attn_course: tested implementations behind the self-attention course."""
+
+__version__ = "0.1.0"

@@ -22,8 +22,9 @@ worse: the textbook softmax gives NaN (0/0), which spreads into every later laye
 into the gradients of the whole batch; a uniform distribution would silently attend to
 keys that were meant to be hidden. Zeros are also what PyTorch's own SDPA (2.5 and
 later) and FlashAttention return. Only ``False`` or ``-inf`` entries count as masked:
-a finite additive mask such as ``-1e9`` is just a large bias, and a row that is
-``-1e9`` everywhere is uniform, not masked.
+a finite additive mask such as ``-1e9`` is just a large bias. Softmax ignores a
+constant added to a whole row, so a row that is ``-1e9`` everywhere attends exactly as
+if it had no mask at all.
 """
 
 from __future__ import annotations
@@ -179,14 +180,14 @@ def sdpa_torch(q, k, v, mask=None, scale=None, causal: bool = False, return_prob
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch tensor for sdpa_torch, got {type(x).__name__}")
+    if isinstance(mask, np.ndarray):
+        mask = torch.from_numpy(mask)
+    T, S, _, scale = _check_qkv(q, k, v, mask, scale)
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(
             f"q, k and v must share one dtype, got q.dtype={q.dtype}, k.dtype={k.dtype}, "
             f"v.dtype={v.dtype}"
         )
-    if isinstance(mask, np.ndarray):
-        mask = torch.from_numpy(mask)
-    T, S, _, scale = _check_qkv(q, k, v, mask, scale)
     out_dtype = q.dtype
     compute = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
     q, k, v = q.to(compute), k.to(compute), v.to(compute)

@@ -115,7 +115,7 @@ class MultiHeadAttention(nn.Module):
                 f"key and value must have the same length S, got key.shape={tuple(key.shape)} "
                 f"and value.shape={tuple(value.shape)}"
             )
-        T, S = query.shape[1], key.shape[1]
+        _T, S = query.shape[1], key.shape[1]
         mask = None
         if key_padding_mask is not None:
             if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (B, S):
@@ -164,7 +164,7 @@ class MultiHeadAttention(nn.Module):
         if mha.in_proj_bias is not None:
             if self.q_proj.bias is None:
                 raise ValueError("mha has biases but this module was built with bias=False")
-            for lin, b in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.split(E)):
+            for lin, b in zip((self.q_proj, self.k_proj, self.v_proj), mha.in_proj_bias.split(E), strict=False):
                 lin.bias.copy_(b)
             self.out_proj.bias.copy_(mha.out_proj.bias)
         elif self.q_proj.bias is not None:

@@ -38,6 +38,8 @@ def tolerances(dtype) -> tuple[float, float]:
         name = _dtype_name(dtype)
     elif isinstance(dtype, torch.dtype):
         name = str(dtype).removeprefix("torch.")
+    elif isinstance(dtype, str) and dtype in TOLERANCES:
+        name = dtype
     else:
         name = str(np.dtype(dtype))
     if name not in TOLERANCES:

@@ -41,6 +41,7 @@ def test_cross_attention_with_kdim_vdim_and_padding_matches_torch():
     assert (probs[0, :, :, 5:] == 0).all()
 
 
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
 def test_causal_and_float_mask_match_torch():
     ref, ours = pair(12, 3)
     x = torch.randn(2, 6, 12, dtype=torch.float64)

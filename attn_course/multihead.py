@@ -102,7 +102,14 @@ class MultiHeadAttention(nn.Module):
         key_padding_mask: bool (B, S), True at padding keys (as in
         ``torch.nn.MultiheadAttention``). attn_mask: bool (True = attend) or float
         (added), broadcastable to (B, H, T, S); a 2-D (T, S) mask applies to every
-        batch element and head. causal: query i sees keys j <= i.
+        batch element and head. causal: query i sees keys j <= i (top-left aligned).
+
+        Caution: a boolean ``attn_mask`` here means True = *may attend*, the convention
+        of ``scaled_dot_product_attention`` and of the whole course, which is the
+        opposite of ``torch.nn.MultiheadAttention``'s (True = *not allowed*). Its 3-D
+        (B * H, T, S) masks are not accepted either: reshape to (B, H, T, S).
+        A query whose keys are all masked (a sequence that is entirely padding) gets
+        zero weights and a zero attention output, not NaN.
         """
         key = query if key is None else key
         value = key if value is None else value

@@ -57,6 +57,18 @@ def test_causal_and_float_mask_match_torch():
     assert_close(ours(x, attn_mask=bias, key_padding_mask=pad)[0], expected, "float mask + padding")
 
 
+def test_fully_padded_sequence_gives_zero_attention_not_nan():
+    _, ours = pair(8, 2)
+    x = torch.randn(2, 4, 8, dtype=torch.float64)
+    pad = torch.zeros(2, 4, dtype=torch.bool)
+    pad[1] = True
+    out, probs = ours(x, key_padding_mask=pad, need_weights=True)
+    assert (probs[1] == 0).all()
+    # zero attention output, so only the output projection's bias is left
+    assert_close(out[1], ours.out_proj.bias.expand(4, 8), "fully padded element")
+    assert_close(out[0], ours(x[:1])[0][0], "the other element is unaffected")
+
+
 def test_no_bias_and_gradients_match_torch():
     ref, ours = pair(8, 2, bias=False)
     x = torch.randn(2, 5, 8, dtype=torch.float64)

@@ -5,13 +5,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,gpu
+EXTRAS ?= dev,gpu,browser
 JOBS   ?= 2
 # JupyterLab refuses to run as root without this flag (containers, CI).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: setup lab test lint unit notebooks doctor clean
+.PHONY: setup lab test lint unit notebooks browser browser-deps doctor clean
 
 setup: $(STAMP)
 
@@ -32,12 +33,23 @@ lint: setup
 	$(BIN)/ruff check .
 
 unit: setup
-	$(BIN)/python -m pytest -n $(JOBS) tests
+	$(BIN)/python -m pytest -n $(JOBS) tests --ignore=tests/browser
 
 notebooks: setup
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope $(NBVAL) notebooks
 
-test: lint unit notebooks
+# The browser tier needs Debian's chromium. CI installs it; on your machine
+# `make browser-deps` does (it uses apt-get, so it asks for root); without it the tier
+# is skipped and says so.
+browser: setup
+	@if [ ! -x "$${CHROMIUM:-/usr/bin/chromium}" ] && [ "$$CI" = "true" ]; then $(MAKE) browser-deps; fi
+	@if [ ! -x "$${CHROMIUM:-/usr/bin/chromium}" ]; then echo "browser tests SKIPPED: no chromium; run 'make browser-deps' (apt-get install chromium)"; fi
+	$(BIN)/python -m pytest -p no:xdist tests/browser
+
+browser-deps:
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: lint unit notebooks browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

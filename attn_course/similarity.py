@@ -75,7 +75,7 @@ def nearest(query, table, k: int = 5, metric: str = "cosine") -> tuple[np.ndarra
     require_array("query", query)
     if np.ndim(query) != 1:
         raise ValueError(f"query must be a single vector (D,), got shape {np.shape(query)}")
-    if not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     scores = similarity_matrix(np.asarray(query)[None, :], table, metric=metric)[0]
     k = min(k, scores.shape[0])

@@ -44,7 +44,7 @@ def test_self_similarity_matrix_defaults_to_x(rng):
 
 def test_nearest_orders_best_first(rng):
     table = rng.standard_normal((10, 5))
-    idx, scores = nearest(table[3], table, k=3)
+    idx, scores = nearest(table[3], table, k=np.int64(3))
     assert idx[0] == 3
     assert np.all(np.diff(scores) <= 0)
     brute = sorted(range(10), key=lambda j: -cosine(table[3], table[j]))[:3]
@@ -75,6 +75,7 @@ def test_word_vectors_are_real_embeddings():
         (lambda: cosine(np.ones(2), np.ones(2), eps=0), ValueError, ["eps", "0"]),
         (lambda: nearest(np.ones((1, 2)), np.ones((3, 2))), ValueError, ["query", "(1, 2)"]),
         (lambda: nearest(np.ones(2), np.ones((3, 2)), k=0), ValueError, ["k must be", "0"]),
+        (lambda: nearest(np.ones(2), np.ones((3, 2)), k=True), ValueError, ["k must be", "True"]),
     ],
 )
 def test_bad_input_names_the_argument(call, exc, words):

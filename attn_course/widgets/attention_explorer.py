@@ -74,8 +74,10 @@ class AttentionExplorer(widgets.VBox):
         self.query = widgets.ToggleButtons(
             options=[(f"{i}: {t}", i) for i, t in enumerate(tokens)], value=0,
             description="query", style={"button_width": "auto"})
-        self.causal = widgets.Checkbox(value=False, description="causal mask")
-        self.padding = widgets.IntSlider(value=0, min=0, max=S - 1, description="padding keys")
+        wide = {"description_width": "initial"}
+        self.causal = widgets.Checkbox(value=False, description="causal mask", indent=False)
+        self.padding = widgets.IntSlider(value=0, min=0, max=S - 1, description="padding keys",
+                                         style=wide)
         self.key = widgets.Dropdown(options=[(f"{j}: {t}", j) for j, t in enumerate(key_tokens)],
                                     value=0, description="key")
         self.readout = widgets.HTML()

@@ -57,10 +57,12 @@ class SoftmaxTemperature(widgets.VBox):
         self.n_keys, self.seed = n_keys, seed
         self.temperature = widgets.FloatLogSlider(
             value=1.0, base=10, min=-2, max=2, step=0.05, description="temperature",
-            continuous_update=False, readout_format=".3g")
+            continuous_update=False, readout_format=".3g", style={"description_width": "initial"})
         self.d_k = widgets.SelectionSlider(
-            options=D_K_CHOICES, value=64, description="d_k", continuous_update=False)
-        self.scaled = widgets.Checkbox(value=True, description="divide scores by sqrt(d_k)")
+            options=D_K_CHOICES, value=64, description="d_k", continuous_update=False,
+            style={"description_width": "initial"})
+        self.scaled = widgets.Checkbox(value=True, description="divide scores by sqrt(d_k)",
+                                       indent=False)
         self.readout = widgets.HTML()
         self.image = widgets.Image(format="png")
         self.state: dict = {}

@@ -1,0 +1,313 @@
+"""Measuring what attention costs: time and peak memory against sequence length (lecture 08).
+
+Standard attention builds the full score matrix: for B sequences, H heads and T queries
+against S keys it computes and stores B * H * T * S numbers, so its time grows like
+T^2 (at fixed D) and so does its memory. On a log-log plot a power law y = c * T^k is a
+straight line of slope k, which is what :func:`fit_loglog_slope` measures.
+
+Implementations compared (all on the CPU, ``IMPLEMENTATIONS``):
+
+- the course's ``sdpa_numpy`` and ``sdpa_torch`` (lecture 03), which materialise the
+  scores, probabilities and a few temporaries of the same size;
+- PyTorch's ``scaled_dot_product_attention`` with each backend that runs on the CPU.
+  In PyTorch 2.x the CPU has exactly two: ``MATH`` (the composite reference: matmul,
+  softmax, matmul, materialising the scores) and ``FLASH_ATTENTION``, a fused kernel
+  (``aten::_scaled_dot_product_flash_attention_for_cpu``) that walks over blocks of
+  queries and keys with an online softmax and never stores the T x S matrix.
+  ``EFFICIENT_ATTENTION`` and ``CUDNN_ATTENTION`` are CUDA-only; on the CPU they raise
+  "No viable backend" (see :func:`cpu_sdpa_backends`, which tries each one). The
+  backend is chosen with ``torch.nn.attention.sdpa_kernel``; the older
+  ``torch.backends.cuda.sdp_kernel`` switches only affect CUDA tensors.
+
+How memory is measured, and why this way:
+
+- numpy: :mod:`tracemalloc`. numpy reports every array buffer it allocates to
+  tracemalloc, so ``get_traced_memory()``'s peak is the exact high-water mark of the
+  bytes allocated during the call (plus a few hundred bytes of Python objects).
+- torch on the CPU: there is no ``torch.cpu.max_memory_allocated``. The profiler with
+  ``profile_memory=True`` records every allocation and free of PyTorch's CPU allocator
+  as a ``[memory]`` event with a signed byte count; the running sum of those events in
+  time order, maximised, is the peak of the bytes held by tensors created during the
+  call. This is exact to the byte for tensors (tested on known allocations), including
+  the fused kernel's scratch buffers. The process's resident set size (RSS, e.g. from
+  psutil) is not: the allocator returns large blocks to the OS lazily and RSS counts
+  pages, not bytes, so its deltas are noisy and can even be zero.
+
+Caveats: timings are wall-clock minima over a few repeats on a machine that may be
+running other work; the small sizes are dominated by fixed overheads (Python, kernel
+launch), so slopes are fitted on the larger sizes only. Peak memory counts what the call
+allocates on top of its inputs (including its output). The profiler's own bookkeeping
+is not counted, but it makes the call slower, so time and memory are measured in
+separate runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import numbers
+import os
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from attn_course.attention import sdpa_numpy, sdpa_torch
+
+__all__ = [
+    "IMPLEMENTATIONS",
+    "cpu_sdpa_backends",
+    "fit_loglog_slope",
+    "measure",
+    "peak_bytes_numpy",
+    "peak_bytes_torch",
+    "plot_cost",
+    "score_matrix_bytes",
+    "time_call",
+    "torch_sdpa_with",
+    "torch_threads",
+]
+
+
+def _require_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the ``with`` block with ``n`` intra-op torch threads (None: leave as is), then restore.
+
+    Small models do many tiny operations, and for those one thread is often the fastest:
+    splitting a 48 x 48 matrix product over several threads costs more in
+    synchronisation than it saves, and on a machine busy with other work a thread that
+    waits for a descheduled sibling can make each step many times slower.
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(_require_int("n", n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def score_matrix_bytes(T: int, S: int | None = None, B: int = 1, H: int = 1,
+                       dtype=torch.float32) -> int:
+    """Bytes of one (B, H, T, S) score matrix: ``B * H * T * S * itemsize``."""
+    S = T if S is None else S
+    for name, val in (("T", T), ("S", S), ("B", B), ("H", H)):
+        _require_int(name, val)
+    itemsize = dtype.itemsize if isinstance(dtype, torch.dtype) else np.dtype(dtype).itemsize
+    return B * H * T * S * itemsize
+
+
+def time_call(fn: Callable[[], object], repeat: int = 5, min_time: float = 2e-3) -> float:
+    """Seconds per call of ``fn()``: the minimum over ``repeat`` timed runs.
+
+    Each run calls ``fn`` enough times to last about ``min_time`` seconds (as ``timeit``
+    does), after one untimed warm-up call. The minimum, not the mean, is reported: on a
+    shared machine every other process can only make a run slower.
+    """
+    _require_int("repeat", repeat)
+    t0 = time.perf_counter()
+    fn()  # warm-up: first-call allocations, lazy initialisation
+    first = time.perf_counter() - t0
+    number = max(1, math.ceil(min_time / max(first, 1e-9)))
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / number)
+    return best
+
+
+def peak_bytes_numpy(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated while ``fn()`` runs, traced with :mod:`tracemalloc`."""
+    gc.collect()
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    result = fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    if not was_tracing:
+        tracemalloc.stop()
+    del result
+    return peak - base
+
+
+def peak_bytes_torch(fn: Callable[[], object]) -> int:
+    """Peak bytes held by torch CPU tensors allocated while ``fn()`` runs.
+
+    Runs ``fn`` under ``torch.profiler`` with ``profile_memory=True`` and returns the
+    maximum of the running sum of the allocator's ``[memory]`` events (allocations
+    positive, frees negative), in time order.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    # Kineto prints a "profiler_start/stop" line on every use unless told not to.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+        del result
+    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and str(e.device_type()) == "DeviceType.CPU"]
+    events.sort(key=lambda t: t[0])
+    held = peak = 0
+    for _, nbytes in events:
+        held += nbytes
+        peak = max(peak, held)
+    return peak
+
+
+def cpu_sdpa_backends() -> list[str]:
+    """Names of the ``SDPBackend`` members that run ``scaled_dot_product_attention`` on the CPU.
+
+    Found by trying each one on a small float32 input, not by reading a list, so the
+    answer is right for the installed PyTorch.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.randn(1, 1, 8, 8)
+    found = []
+    for name, backend in SDPBackend.__members__.items():
+        if name == "ERROR":
+            continue
+        try:
+            with sdpa_kernel([backend]):
+                F.scaled_dot_product_attention(q, q, q)
+            found.append(name)
+        except RuntimeError:
+            pass
+    return found
+
+
+def torch_sdpa_with(backend: str) -> Callable:
+    """``F.scaled_dot_product_attention`` restricted to one backend, e.g. ``"MATH"``."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if backend not in SDPBackend.__members__:
+        raise ValueError(f"backend must be one of {list(SDPBackend.__members__)}, got {backend!r}")
+    chosen = SDPBackend.__members__[backend]
+
+    def sdpa(q, k, v, causal: bool = False):
+        with sdpa_kernel([chosen]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    sdpa.__name__ = f"torch_sdpa_{backend.lower()}"
+    return sdpa
+
+
+#: name -> (function(q, k, v, causal), "numpy" or "torch")
+IMPLEMENTATIONS: dict[str, tuple[Callable, str]] = {
+    "course sdpa_numpy": (lambda q, k, v, causal=False: sdpa_numpy(q, k, v, causal=causal), "numpy"),
+    "course sdpa_torch": (lambda q, k, v, causal=False: sdpa_torch(q, k, v, causal=causal), "torch"),
+    "torch SDPA, math": (torch_sdpa_with("MATH"), "torch"),
+    "torch SDPA, flash (CPU)": (torch_sdpa_with("FLASH_ATTENTION"), "torch"),
+}
+
+
+def measure(names: Sequence[str], lengths: Sequence[int], B: int = 1, H: int = 4, D: int = 64,
+            causal: bool = False, repeat: int = 3, min_time: float = 2e-3, memory: bool = True,
+            seed: int = 0, progress: bool = False, num_threads: int | None = None) -> list[dict]:
+    """Time (and peak memory of) each implementation at each length T = S, float32.
+
+    ``num_threads``: torch threads during the measurement (None: torch's setting; numpy's
+    BLAS threads are not affected). Returns one dict per (name, T): ``name, T, B, H, D,
+    seconds, peak_bytes, score_bytes`` (``peak_bytes`` is None when ``memory`` is False).
+    """
+    with torch_threads(num_threads):
+        return _measure(names, lengths, B, H, D, causal, repeat, min_time, memory, seed, progress)
+
+
+def _measure(names, lengths, B, H, D, causal, repeat, min_time, memory, seed, progress):
+    for n in names:
+        if n not in IMPLEMENTATIONS:
+            raise ValueError(f"unknown implementation {n!r}; known: {list(IMPLEMENTATIONS)}")
+    for name, val in (("B", B), ("H", H), ("D", D)):
+        _require_int(name, val)
+    rows = []
+    jobs = [(n, T) for T in lengths for n in names]
+    if progress:
+        from tqdm.auto import tqdm
+
+        jobs = tqdm(jobs, desc="measuring")
+    for name, T in jobs:
+        T = _require_int("T", T)
+        fn, kind = IMPLEMENTATIONS[name]
+        g = torch.Generator().manual_seed(seed)
+        q, k, v = torch.randn(3, B, H, T, D, generator=g).unbind(0)  # each (B, H, T, D)
+        if kind == "numpy":
+            q, k, v = (x.numpy() for x in (q, k, v))
+
+        def call(fn=fn, q=q, k=k, v=v):
+            return fn(q, k, v, causal=causal)
+
+        with torch.inference_mode() if kind == "torch" else contextlib.nullcontext():
+            seconds = time_call(call, repeat=repeat, min_time=min_time)
+            peak = None
+            if memory:
+                peak = peak_bytes_numpy(call) if kind == "numpy" else peak_bytes_torch(call)
+        rows.append(dict(name=name, T=T, B=B, H=H, D=D, seconds=seconds, peak_bytes=peak,
+                         score_bytes=score_matrix_bytes(T, T, B, H, torch.float32)))
+    return rows
+
+
+def fit_loglog_slope(x, y) -> tuple[float, float]:
+    """Least-squares line through (log x, log y): returns (slope k, prefactor c), y ~ c * x^k."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+        raise ValueError(f"x and y must be 1-D of the same length >= 2, got shapes {x.shape} and {y.shape}")
+    if np.any(x <= 0) or np.any(y <= 0):
+        raise ValueError("x and y must be positive to take logarithms")
+    k, log_c = np.polyfit(np.log(x), np.log(y), 1)
+    return float(k), float(np.exp(log_c))
+
+
+def plot_cost(rows: list[dict], fit_from: int = 0, axes=None):
+    """Log-log plots of time and peak memory against T, one line per implementation.
+
+    The legend gives each line's slope fitted over T >= ``fit_from``; the memory panel
+    also draws the predicted size of one score matrix. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = axes[0].figure
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    markers = "osD^v<>"
+    for i, name in enumerate(names):
+        mine = [r for r in rows if r["name"] == name]
+        T = np.array([r["T"] for r in mine])
+        panels = [("seconds", axes[0])]
+        if mine[0]["peak_bytes"] is not None:
+            panels.append(("peak_bytes", axes[1]))
+        for key, ax in panels:
+            y = np.array([r[key] for r in mine], dtype=float)
+            fit = (T >= fit_from) & (y > 0)
+            label = name
+            if fit.sum() >= 2:
+                label += f"  (slope {fit_loglog_slope(T[fit], y[fit])[0]:.2f})"
+            ax.loglog(T, np.where(y > 0, y, np.nan), marker=markers[i % len(markers)], label=label)
+    scores = sorted({(r["T"], r["score_bytes"]) for r in rows})
+    axes[1].loglog([t for t, _ in scores], [b for _, b in scores], "k--",
+                   label="predicted: one B x H x T x T float32 score matrix")
+    axes[0].set(xlabel="sequence length T", ylabel="seconds per call", title="time")
+    axes[1].set(xlabel="sequence length T", ylabel="peak bytes allocated", title="memory")
+    for ax in axes:
+        ax.xaxis.set_minor_formatter(NullFormatter())  # label the powers of ten only
+        ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig

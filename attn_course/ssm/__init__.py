@@ -1,0 +1,36 @@
+"""State-space models (lecture 11): linear attention -> RNN -> SSM -> selective scan.
+
+- :mod:`~attn_course.ssm.s4d`: a diagonal SSM (S4D), recurrent and convolutional forms;
+- :mod:`~attn_course.ssm.selective_scan`: Mamba's input-dependent scan, sequential and
+  chunked.
+"""
+
+from attn_course.ssm.s4d import (
+    S4D,
+    discretize_zoh,
+    fft_causal_conv,
+    s4d_convolutional,
+    s4d_kernel,
+    s4d_lin_init,
+    s4d_recurrent,
+)
+from attn_course.ssm.selective_scan import (
+    SelectiveSSM,
+    selective_scan_chunked,
+    selective_scan_sequential,
+    selective_scan_step,
+)
+
+__all__ = [
+    "S4D",
+    "SelectiveSSM",
+    "discretize_zoh",
+    "fft_causal_conv",
+    "s4d_convolutional",
+    "s4d_kernel",
+    "s4d_lin_init",
+    "s4d_recurrent",
+    "selective_scan_chunked",
+    "selective_scan_sequential",
+    "selective_scan_step",
+]

@@ -118,6 +118,33 @@ def test_head_viewer_layers_and_heads():
     assert w.image.value not in (grid, single)
 
 
+def test_head_viewer_on_the_lecture_07_model_matches_its_own_maps():
+    from attn_course.data.tiny_lm import load_tiny_lm
+
+    model = load_tiny_lm()
+    idx = torch.tensor([[1, 2, 3, 4, 5]])
+    _, maps = model(idx, need_weights=True)
+    probs = capture_attention(model, idx)
+    assert len(probs) == len(model.blocks) == len(maps)
+    for ours, ref in zip(probs, maps, strict=True):
+        assert_close(ours, ref, "captured map")
+    w = HeadViewer.from_model(model, idx, tokens=list("abcde"))
+    assert len(w.layer.options) == len(model.blocks)
+
+
+def test_capture_attention_refuses_a_model_that_skips_its_layers():
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = MultiHeadAttention(4, 1)
+
+        def forward(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="ran without calling"):
+        capture_attention(Skips(), torch.zeros(1, 2, 4))
+
+
 def test_head_viewer_from_torch_weights_module():
     mha = MultiHeadAttention.from_torch(nn.MultiheadAttention(8, 4, batch_first=True))
     w = HeadViewer.from_model(mha, torch.randn(1, 6, 8), tokens=list("abcdef"))

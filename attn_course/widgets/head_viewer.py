@@ -9,6 +9,8 @@ view over those arrays: pick a layer, then all heads as a grid or one head enlar
 
 from __future__ import annotations
 
+import inspect
+
 import ipywidgets as widgets
 import numpy as np
 import torch
@@ -19,7 +21,17 @@ from attn_course.widgets.render import figure_to_png, new_figure
 
 @torch.no_grad()
 def capture_attention(model: torch.nn.Module, *args, **kwargs) -> list[torch.Tensor]:
-    """Run ``model(*args, **kwargs)`` and return each MultiHeadAttention's probs (B, H, T, S)."""
+    """Run ``model(*args, **kwargs)`` and return each attention layer's probs (B, H, T, S).
+
+    A model whose ``forward`` takes ``need_weights`` (the course's MultiHeadAttention and
+    TinyLM) is asked for its maps directly, so every path it takes (RoPE, a KV cache) is
+    covered. Any other model is run with forward hooks on each MultiHeadAttention it
+    contains; the model's own outputs are unchanged.
+    """
+    if "need_weights" in inspect.signature(model.forward).parameters:
+        _, maps = model(*args, **kwargs, need_weights=True)
+        maps = [maps] if isinstance(maps, torch.Tensor) else list(maps)
+        return [m.detach().cpu() for m in maps]
     layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
     if not layers:
         raise ValueError(f"model ({type(model).__name__}) contains no MultiHeadAttention layer")
@@ -44,6 +56,12 @@ def capture_attention(model: torch.nn.Module, *args, **kwargs) -> list[torch.Ten
     finally:
         for h in handles:
             h.remove()
+    if not captured:
+        raise ValueError(
+            f"model ({type(model).__name__}) ran without calling any of its "
+            f"{len(layers)} MultiHeadAttention layers' forward; give it a "
+            f"need_weights argument that returns the attention maps"
+        )
     return captured
 
 

@@ -5,14 +5,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,gpu,browser
+EXTRAS ?= dev,gpu,browser,grading
 JOBS   ?= 2
 # JupyterLab refuses to run as root without this flag (containers, CI).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
+# Tests run two workers on two cores: one math thread each, or they fight for the cores.
+THREADS := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: setup lab test lint unit notebooks browser browser-deps doctor clean
+.PHONY: setup lab test lint release-check unit notebooks browser browser-deps doctor clean
 
 setup: $(STAMP)
 
@@ -33,10 +35,10 @@ lint: setup
 	$(BIN)/ruff check .
 
 unit: setup
-	$(BIN)/python -m pytest -n $(JOBS) tests --ignore=tests/browser
+	$(THREADS) $(BIN)/python -m pytest -n $(JOBS) tests --ignore=tests/browser
 
 notebooks: setup
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope $(NBVAL) notebooks
+	$(THREADS) $(BIN)/python -m pytest -n $(JOBS) --dist loadscope $(NBVAL) notebooks solutions exercises
 
 # The browser tier needs Debian's chromium. CI installs it; on your machine
 # `make browser-deps` does (it uses apt-get, so it asks for root); without it the tier
@@ -49,7 +51,18 @@ browser: setup
 browser-deps:
 	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: lint unit notebooks browser
+# exercises/ is generated from solutions/ by `attn-course release`; it must not be stale.
+release-check: setup
+	$(BIN)/attn-course release --check
+
+test: lint release-check unit notebooks browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# On a machine with a CUDA GPU: lecture 09's gpu tests and GPU benchmark, every output
+# written to OUT. Uses that machine's own python, torch and triton (no setup, no venv).
+OUT ?= gpu-check
+.PHONY: gpu-check
+gpu-check:
+	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh $(OUT)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from attn_course import doctor
+from attn_course.grading import commands as grading_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     p = sub.add_parser("doctor", help="report versions, GPU, Triton mode and widget support")
     p.set_defaults(func=lambda args: doctor.main())
+    grading_commands.register(sub)
     return parser
 
 

@@ -1,0 +1,243 @@
+"""The checks that the exercise notebooks' test cells call.
+
+Each check prints ``PASS <what was checked>`` or raises :class:`CheckFailed`, an
+``AssertionError`` (so nbgrader counts the test cell as failed) whose message is
+``FAIL <what>: <what is wrong>`` and a hint that points at the fix without giving the
+answer. In Jupyter the failure shows as that message alone, not as a traceback of
+this module (IPython's ``_render_traceback_`` protocol).
+
+Answers are always compared with an independent reference passed in by the test
+(float64 numpy, ``attn_course``'s implementations, torch's own functions), never
+with the learner's code. Before comparing, every check asks
+:mod:`attn_course.grading.integrity` whether code in the notebook has replaced a
+numpy, torch or course function since the checks were imported, and fails if so;
+the numpy functions used here are also bound when this module is imported.
+"""
+
+from __future__ import annotations
+
+import traceback
+import types
+
+import numpy as np
+import torch
+
+from attn_course.grading import integrity
+
+__all__ = [
+    "CheckFailed", "call", "check", "check_close", "check_equal", "check_no_shortcut",
+    "check_raises", "check_shape", "check_sums_to_one",
+]
+
+# Bound now, before any learner code runs (see the module docstring).
+_asarray, _float64, _isnan, _isinf, _fabs = np.asarray, np.float64, np.isnan, np.isinf, np.fabs
+_argwhere, _logical_or, _print = np.argwhere, np.logical_or, print
+_Tensor, _TensorBase = torch.Tensor, torch._C.TensorBase
+
+
+class CheckFailed(AssertionError):
+    """A failed check: ``str()`` is the readable ``FAIL ...`` message with its hint."""
+
+    def __init__(self, name: str, detail: str, hint: str = ""):
+        self.name, self.detail, self.hint = name, detail, hint
+        text = f"FAIL {name}: {detail}"
+        if hint:
+            text += f"\n  hint: {hint}"
+        super().__init__(text)
+
+    def _render_traceback_(self) -> list[str]:
+        return str(self).splitlines()
+
+
+def _guard(name: str) -> None:
+    changed = integrity.verify()
+    if changed:
+        raise CheckFailed(name, integrity.describe(changed))
+
+
+def _where(exc: BaseException) -> str:
+    """' (line N: `code`)' for the innermost frame of notebook code, if any."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "site-packages" not in f.filename and "attn_course" not in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    line = (f.line or "").strip()
+    return f" (line {f.lineno}: `{line}`)" if line else f" (line {f.lineno})"
+
+
+def call(fn, *args, **kwargs):
+    """Call the learner's ``fn``; turn a missing or crashing answer into a readable FAIL."""
+    name = getattr(fn, "__name__", repr(fn))
+    _guard(name)
+    if not callable(fn):
+        raise CheckFailed(name, f"expected a function, found {type(fn).__name__}",
+                          "run the answer cell that defines it (def ...) first")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise CheckFailed(name, "not written yet: the answer cell still raises "
+                          "NotImplementedError",
+                          "replace `raise NotImplementedError()` with your code") from None
+    except CheckFailed:
+        raise
+    except Exception as exc:  # the learner's bug, reported in one line
+        raise CheckFailed(name, f"raised {type(exc).__name__}: {exc}{_where(exc)}") from None
+
+
+def to_float64(x):
+    """``x`` (numpy array, torch tensor, number or nested list) as a float64 array, or
+    None when it is not numeric."""
+    if isinstance(x, _Tensor):
+        t = _TensorBase.detach(x)
+        return _TensorBase.numpy(_TensorBase.double(_TensorBase.cpu(t)))
+    try:
+        a = _asarray(x)
+        return a.astype(_float64) if a.dtype.kind in "biuf" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _require_numeric(name: str, actual, hint: str):
+    a = to_float64(actual)
+    if a is None:
+        extra = " (did the function forget to return?)" if actual is None else ""
+        raise CheckFailed(name, f"expected an array, got {type(actual).__name__}{extra}", hint)
+    return a
+
+
+def _shape(x) -> tuple:
+    return tuple(int(n) for n in x.shape)
+
+
+def check(name: str, condition, hint: str = "", detail: str = "the condition is False") -> None:
+    """Pass when ``condition`` is true."""
+    _guard(name)
+    if condition is not True and not (isinstance(condition, np.bool_) and bool(condition)):
+        raise CheckFailed(name, detail, hint)
+    _print(f"PASS {name}")
+
+
+def check_shape(name: str, actual, shape, hint: str = "") -> None:
+    """Pass when ``actual`` is an array of exactly ``shape``."""
+    _guard(name)
+    a = _require_numeric(name, actual, hint)
+    if _shape(a) != tuple(shape):
+        raise CheckFailed(name, f"shape {_shape(a)}, expected {tuple(shape)}", hint)
+    _print(f"PASS {name}")
+
+
+def check_close(name: str, actual, expected, hint: str = "", atol: float = 1e-6,
+                rtol: float = 1e-5) -> None:
+    """Pass when ``actual`` matches ``expected`` elementwise within ``atol + rtol*|expected|``
+    (same shape; NaN matches nothing; infinities must match exactly)."""
+    _guard(name)
+    a = _require_numeric(name, actual, hint)
+    e = to_float64(expected)
+    if _shape(a) != _shape(e):
+        raise CheckFailed(name, f"shape {_shape(a)}, expected {_shape(e)}", hint)
+    bad_nan = _isnan(a)
+    if bad_nan.any():
+        idx = tuple(int(i) for i in _argwhere(bad_nan)[0])
+        raise CheckFailed(name, f"your output has NaN ({int(bad_nan.sum())} of {a.size} "
+                          f"entries, first at index {idx})", hint)
+    with np.errstate(invalid="ignore"):
+        err = _fabs(a - e)
+        ok = (err <= atol + rtol * _fabs(e)) | (a == e)
+    if not ok.all():
+        idx = tuple(int(i) for i in _argwhere(~ok)[0])
+        raise CheckFailed(name, f"{int((~ok).sum())} of {a.size} entries differ; first at "
+                          f"index {idx}: yours {a[idx]:.6g}, expected {e[idx]:.6g}", hint)
+    _print(f"PASS {name}")
+
+
+def check_equal(name: str, actual, expected, hint: str = "", dtype: str | None = None) -> None:
+    """Pass when ``actual`` equals ``expected`` exactly (and has ``dtype``'s kind, e.g.
+    ``"bool"``, when given)."""
+    _guard(name)
+    if dtype is not None:
+        got = str(getattr(actual, "dtype", type(actual).__name__)).replace("torch.", "")
+        if got != dtype:
+            raise CheckFailed(name, f"dtype {got}, expected {dtype}", hint)
+    a = _require_numeric(name, actual, hint)
+    e = to_float64(expected)
+    if _shape(a) != _shape(e):
+        raise CheckFailed(name, f"shape {_shape(a)}, expected {_shape(e)}", hint)
+    diff = a != e
+    if diff.any():
+        idx = tuple(int(i) for i in _argwhere(diff)[0])
+        raise CheckFailed(name, f"{int(diff.sum())} of {a.size} entries differ; first at "
+                          f"index {idx}: yours {a[idx]:g}, expected {e[idx]:g}", hint)
+    _print(f"PASS {name}")
+
+
+def check_sums_to_one(name: str, probs, axis: int = -1, hint: str = "") -> None:
+    """Pass when ``probs`` is non-negative and sums to 1 along ``axis``."""
+    _guard(name)
+    p = _require_numeric(name, probs, hint)
+    if _isnan(p).any() or _isinf(p).any():
+        raise CheckFailed(name, "your output has NaN or inf entries", hint)
+    if (p < 0).any():
+        raise CheckFailed(name, f"{int((p < 0).sum())} negative probabilities", hint)
+    total = p.sum(axis=axis)
+    worst = float(_fabs(total - 1.0).max()) if total.size else 0.0
+    if worst > 1e-6:
+        raise CheckFailed(name, f"sums along axis {axis} are off from 1 by up to {worst:.3g}",
+                          hint)
+    _print(f"PASS {name}")
+
+
+def check_raises(name: str, fn, *args, exception=ValueError, hint: str = "", **kwargs) -> None:
+    """Pass when ``fn(*args, **kwargs)`` raises ``exception`` (a bad argument is rejected)."""
+    _guard(name)
+    try:
+        fn(*args, **kwargs)
+    except exception:
+        _print(f"PASS {name}")
+        return
+    except NotImplementedError:
+        raise CheckFailed(name, "not written yet: the answer cell still raises "
+                          "NotImplementedError", hint) from None
+    except Exception as exc:
+        raise CheckFailed(name, f"raised {type(exc).__name__} instead of "
+                          f"{exception.__name__}: {exc}", hint) from None
+    raise CheckFailed(name, f"returned normally; expected {exception.__name__}", hint)
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def check_no_shortcut(name: str, fn, forbidden=(), hint: str = "",
+                      modules=("attn_course", "scipy", "sklearn")) -> None:
+    """Pass unless ``fn`` uses a name in ``forbidden`` (e.g. ``softmax`` for the softmax
+    exercise) or a global that comes from one of ``modules`` (a ready-made answer)."""
+    _guard(name)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        raise CheckFailed(name, f"expected a Python function, found {type(fn).__name__}", hint)
+    names = _code_names(code)
+    used = sorted(names & set(forbidden))
+    if used:
+        raise CheckFailed(name, f"uses {', '.join(used)}", hint)
+    scope = dict(fn.__globals__)
+    for var, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
+        names.add(var)
+        try:
+            scope[var] = cell.cell_contents
+        except ValueError:  # an empty closure cell
+            pass
+    for n in sorted(names):
+        obj = scope.get(n)
+        origin = getattr(obj, "__name__", "") if isinstance(obj, types.ModuleType) \
+            else getattr(obj, "__module__", "") or ""
+        if obj is not None and origin.split(".")[0] in modules:
+            raise CheckFailed(name, f"calls {n} from {origin}", hint)
+    _print(f"PASS {name}")
+
+
+integrity.ensure_snapshot()

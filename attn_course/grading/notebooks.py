@@ -1,0 +1,151 @@
+"""nbgrader's notebook format, read without importing nbgrader.
+
+A source notebook in ``solutions/`` marks its cells with nbgrader's metadata
+(schema version 3)::
+
+    {"nbgrader": {"grade": bool, "grade_id": str, "locked": bool, "points": n,
+                  "schema_version": 3, "solution": bool}}
+
+- an **answer** cell has ``solution: true``; its ``### BEGIN SOLUTION`` /
+  ``### END SOLUTION`` region becomes a stub that raises ``NotImplementedError``;
+- a **test** cell has ``grade: true, solution: false, locked: true`` and ``points``;
+  its ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS`` region is removed from the
+  learner's copy and restored when grading;
+- every other cell is read-only (``locked: true``) and restored from the source.
+
+The small functions here repeat what nbgrader's ``ClearSolutions`` and
+``ClearHiddenTests`` do to one cell's text (importing nbgrader takes seconds, and the
+grader needs them for every batch); a test checks that they agree with nbgrader.
+See https://nbgrader.readthedocs.io/en/stable/contributor_guide/metadata.html.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+
+BEGIN_SOLUTION, END_SOLUTION = "BEGIN SOLUTION", "END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+
+
+class UnreadableNotebook(Exception):
+    """A file that is not a notebook nbformat can read; the message says why."""
+
+
+def meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+
+
+def grade_id(cell) -> str | None:
+    return meta(cell).get("grade_id")
+
+
+def is_answer(cell) -> bool:
+    return bool(meta(cell).get("solution", False))
+
+
+def is_test(cell) -> bool:
+    m = meta(cell)
+    return bool(m.get("grade", False)) and not m.get("solution", False)
+
+
+def points(cell) -> float:
+    return float(meta(cell).get("points", 0) or 0)
+
+
+def max_points(nb) -> float:
+    return sum(points(c) for c in nb.cells if is_test(c))
+
+
+def test_title(cell) -> str:
+    """The test's title from its first comment line: ``# Tests for Task 1: x`` gives
+    ``Task 1: x``; the grade id when there is no comment."""
+    for line in cell.get("source", "").splitlines():
+        line = line.strip()
+        if line.startswith("#") and "BEGIN" not in line:
+            title = line.lstrip("# ").strip()
+            return title.removeprefix("Tests for ").strip() or title
+        if line:
+            break
+    return grade_id(cell) or "test"
+
+
+def read_notebook(path) -> nbformat.NotebookNode:
+    """Read ``path`` as an nbformat-4 notebook or raise :class:`UnreadableNotebook`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableNotebook(f"cannot read {path.name}: {exc.strerror}") from None
+    if not data.strip():
+        raise UnreadableNotebook(f"{path.name} is empty (0 notebook cells)")
+    try:
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+    except UnicodeDecodeError:
+        raise UnreadableNotebook(f"{path.name} is not UTF-8 text") from None
+    except (json.JSONDecodeError, nbformat.reader.NotJSONError) as exc:
+        raise UnreadableNotebook(f"{path.name} is not valid notebook JSON ({exc})") from None
+    except Exception as exc:  # nbformat raises several types for malformed notebooks
+        raise UnreadableNotebook(f"{path.name} is not a valid notebook ({exc})") from None
+    if not isinstance(nb.get("cells"), list):
+        raise UnreadableNotebook(f"{path.name} has no list of cells")
+    for i, cell in enumerate(nb.cells):
+        if not isinstance(cell, dict) or not isinstance(cell.get("source", ""), str):
+            raise UnreadableNotebook(f"{path.name}: cell {i} is malformed")
+    return nb
+
+
+def source_notebooks(source) -> dict[str, Path]:
+    """``{stem: path}`` for every notebook in the directory (or the one file) ``source``."""
+    source = Path(source)
+    if source.is_file():
+        return {source.stem: source}
+    if not source.is_dir():
+        raise FileNotFoundError(f"--source must be a directory of source notebooks or one "
+                                f"notebook, got {str(source)!r}, which does not exist")
+    found = {p.stem: p for p in sorted(source.glob("*.ipynb"))}
+    if not found:
+        raise FileNotFoundError(f"--source {str(source)!r} contains no .ipynb file")
+    return found
+
+
+def _regions(text: str, begin: str, end: str, stub: list[str] | None) -> str:
+    out, inside = [], False
+    for line in text.split("\n"):
+        if begin in line:
+            if inside:
+                raise ValueError(f"nested '### {begin}' in:\n{text}")
+            inside = True
+            if stub is not None:
+                indent = re.match(r"\s*", line).group(0)
+                out += [indent + s for s in stub]
+        elif end in line:
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"'### {begin}' without '### {end}' in:\n{text}")
+    return "\n".join(out)
+
+
+def strip_hidden_tests(text: str) -> str:
+    """The cell text without its hidden-test regions (nbgrader's ClearHiddenTests)."""
+    return _regions(text, BEGIN_HIDDEN, END_HIDDEN, None)
+
+
+def clear_solution(text: str) -> str:
+    """The cell text with each solution region replaced by the stub (ClearSolutions)."""
+    if BEGIN_SOLUTION not in text:
+        return CODE_STUB
+    return _regions(text, BEGIN_SOLUTION, END_SOLUTION, CODE_STUB.split("\n"))
+
+
+def learner_text(cell) -> str:
+    """What the released exercise shows in this cell."""
+    if is_answer(cell):
+        return clear_solution(cell.source)
+    return strip_hidden_tests(cell.source)

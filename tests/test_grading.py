@@ -1,0 +1,325 @@
+"""Release, the nbgrader format, the checks, assembling and scoring (no kernel needed),
+and nbgrader's own generate_assignment on the sources."""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from attn_course.grading import checks, integrity
+from attn_course.grading import notebooks as nbf
+from attn_course.grading.assemble import assemble
+from attn_course.grading.release import TAG, release, release_notebook
+from attn_course.grading.sandbox import Limits, Outcome
+from attn_course.grading.scoring import score_run
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "exercises"
+SOURCES = sorted(SOLUTIONS.glob("*.ipynb"))
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return {p.stem: nbf.read_notebook(p) for p in SOURCES}
+
+
+# --- the sources and the release -------------------------------------------------------
+
+def test_one_exercise_per_lecture_with_two_to_four_graded_tasks(sources):
+    assert [p.stem[:2] for p in SOURCES][:5] == ["01", "02", "03", "04", "05"]
+    for name, nb in sources.items():
+        tests = [c for c in nb.cells if nbf.is_test(c)]
+        assert 2 <= len(tests) <= 4, name
+        for c in tests:
+            assert nbf.BEGIN_HIDDEN in c.source, f"{name}: {nbf.grade_id(c)} has no hidden test"
+            assert nbf.meta(c)["locked"]
+            assert nbf.points(c) > 0
+        for c in nb.cells:
+            assert nbf.meta(c).get("schema_version") == 3, (name, c.source[:40])
+
+
+def test_solutions_have_outputs_and_execution_counts(sources):
+    for name, nb in sources.items():
+        for c in nb.cells:
+            if c.cell_type == "code":
+                assert c.execution_count is not None, name
+            if nbf.is_test(c):
+                text = "".join(o.get("text", "") for o in c.outputs)
+                assert "PASS" in text, (name, nbf.grade_id(c))
+                assert "FAIL" not in text, (name, nbf.grade_id(c))
+
+
+def test_nbgrader_accepts_the_metadata(sources):
+    from nbgrader.preprocessors import CheckCellMetadata
+
+    for nb in sources.values():
+        CheckCellMetadata().preprocess(copy.deepcopy(nb), {})
+
+
+def _region(text: str, begin: str, end: str) -> set[str]:
+    """The non-trivial lines between ``begin`` and ``end`` markers."""
+    inside, lines = False, set()
+    for line in text.splitlines():
+        if begin in line or end in line:
+            inside = begin in line
+        elif inside and len(line.strip()) > 12:
+            lines.add(line)
+    return lines
+
+
+def test_exercises_are_up_to_date_and_hold_no_solution():
+    assert release(SOLUTIONS, EXERCISES, check=True, out=io.StringIO()) == []
+    for src in SOURCES:
+        text = (EXERCISES / src.name).read_text()
+        assert "BEGIN SOLUTION" not in text
+        assert "HIDDEN TESTS" not in text
+        ex = nbformat.reads(text, as_version=4)
+        released = {nbf.grade_id(c): c.source.splitlines() for c in ex.cells}
+        for cell in nbf.read_notebook(src).cells:
+            kept = set(released[nbf.grade_id(cell)])
+            if nbf.is_answer(cell):  # no line of a solution region survives in its cell
+                outside = set(nbf.clear_solution(cell.source).splitlines())
+                leaked = _region(cell.source, nbf.BEGIN_SOLUTION, nbf.END_SOLUTION) - outside
+                assert not leaked & kept, (src.name, leaked & kept)
+            if nbf.is_test(cell):  # nor a hidden test line
+                visible = set(nbf.learner_text(cell).splitlines())
+                leaked = _region(cell.source, nbf.BEGIN_HIDDEN, nbf.END_HIDDEN) - visible
+                assert not leaked & kept, (src.name, leaked & kept)
+        for c in ex.cells:
+            if c.cell_type == "code":
+                assert c.outputs == []
+                assert c.execution_count is None
+                if nbf.is_answer(c) or nbf.is_test(c):
+                    assert TAG in c.metadata["tags"]
+                    assert nbf.is_answer(c) or c.metadata["editable"] is False
+
+
+def test_release_check_fails_when_stale(tmp_path, capsys):
+    src, out = tmp_path / "solutions", tmp_path / "exercises"
+    shutil.copytree(SOLUTIONS, src)
+    release(src, out, out=io.StringIO())
+    assert release(src, out, check=True, out=io.StringIO()) == []
+    nb = nbformat.read(src / "02_softmax.ipynb", as_version=4)
+    nb.cells[0].source += "\nOne more sentence."
+    nbformat.write(nb, str(src / "02_softmax.ipynb"))
+    (out / "99_orphan.ipynb").write_text("{}")
+    problems = release(src, out, check=True, out=io.StringIO())
+    assert any("02_softmax.ipynb is out of date" in p for p in problems)
+    assert any("99_orphan.ipynb has no source" in p for p in problems)
+    rc = subprocess.run([VENV_BIN / "attn-course", "release", "--check", "--source", src,
+                         "--out", out], capture_output=True, text=True).returncode
+    assert rc == 1
+
+
+def test_release_names_a_missing_source_directory(tmp_path):
+    proc = subprocess.run([VENV_BIN / "attn-course", "release", "--source", tmp_path / "nope"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "nope" in proc.stderr
+    assert "does not exist" in proc.stderr
+
+
+def test_cell_stripping_agrees_with_nbgrader(sources):
+    for nb in sources.values():
+        released = release_notebook(nb)
+        for ours, theirs in zip(nb.cells, released.cells, strict=False):
+            assert nbf.learner_text(ours) == theirs.source
+
+
+@pytest.mark.skipif(shutil.which("alembic", path=str(VENV_BIN)) is None,
+                    reason="nbgrader's database tool alembic is not installed")
+def test_nbgrader_generate_assignment_matches_release(tmp_path):
+    """An instructor running nbgrader itself on solutions/ gets exercises/."""
+    (tmp_path / "source" / "ps1").mkdir(parents=True)
+    for p in SOURCES:
+        shutil.copy(p, tmp_path / "source" / "ps1" / p.name)
+    (tmp_path / "nbgrader_config.py").write_text(
+        'c = get_config()\nc.CourseDirectory.course_id = "attn-course"\n')
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([VENV_BIN / "nbgrader", "generate_assignment", "ps1", "--force"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for p in SOURCES:
+        theirs = nbformat.read(tmp_path / "release" / "ps1" / p.name, as_version=4)
+        ours = nbformat.read(EXERCISES / p.name, as_version=4)
+        assert [c.source for c in theirs.cells] == [c.source for c in ours.cells]
+
+
+# --- the checks ---------------------------------------------------------------------------
+
+def test_check_close_passes_and_fails_readably(capsys):
+    checks.check_close("rows", np.ones(3), np.ones(3))
+    assert capsys.readouterr().out == "PASS rows\n"
+    with pytest.raises(checks.CheckFailed) as err:
+        checks.check_close("softmax", np.array([np.nan, 1.0]), np.array([0.5, 0.5]),
+                           hint="subtract the row maximum")
+    text = str(err.value)
+    assert text.startswith("FAIL softmax: your output has NaN")
+    assert "hint: subtract" in text
+    assert err.value._render_traceback_() == text.splitlines()
+    assert isinstance(err.value, AssertionError)  # nbgrader counts it as a failed test
+    with pytest.raises(checks.CheckFailed, match=r"shape \(2,\), expected \(3,\)"):
+        checks.check_close("x", np.ones(2), np.ones(3))
+    with pytest.raises(checks.CheckFailed, match="first at index"):
+        checks.check_close("x", np.array([1.0, 2.0]), np.array([1.0, 2.5]))
+    with pytest.raises(checks.CheckFailed, match="forget to return"):
+        checks.check_close("x", None, np.ones(3))
+
+
+def test_check_equal_and_dtype():
+    checks.check_equal("mask", np.array([True, False]), [1, 0], dtype="bool")
+    with pytest.raises(checks.CheckFailed, match="dtype int64, expected bool"):
+        checks.check_equal("mask", np.array([1, 0]), [1, 0], dtype="bool")
+
+
+def test_call_turns_errors_into_one_line():
+    def stub(x):
+        raise NotImplementedError()
+
+    def buggy(x):
+        return x.nope
+
+    with pytest.raises(checks.CheckFailed, match="not written yet"):
+        checks.call(stub, 1)
+    with pytest.raises(checks.CheckFailed, match=r"raised AttributeError: .*line \d+"):
+        checks.call(buggy, 1)
+
+
+def test_check_raises_and_sums():
+    def reject(t):
+        if t <= 0:
+            raise ValueError(t)
+
+    checks.check_raises("rejects 0", reject, 0)
+    with pytest.raises(checks.CheckFailed, match="returned normally"):
+        checks.check_raises("rejects 1", reject, 1)
+    checks.check_sums_to_one("p", np.full((2, 4), 0.25))
+    with pytest.raises(checks.CheckFailed, match="off from 1"):
+        checks.check_sums_to_one("p", np.full((2, 4), 0.3))
+
+
+def test_check_no_shortcut():
+    import attn_course.softmax as course_softmax
+
+    def mine(x):
+        return np.exp(x) / np.exp(x).sum()
+
+    namespace = {"course_softmax": course_softmax}  # a notebook's globals
+    exec("def lazy(x):\n    return course_softmax.softmax(x)", namespace)
+    lazy = namespace["lazy"]
+
+    checks.check_no_shortcut("mine", mine, forbidden={"softmax"})
+    with pytest.raises(checks.CheckFailed, match="uses softmax"):
+        checks.check_no_shortcut("lazy", lazy, forbidden={"softmax"})
+    with pytest.raises(checks.CheckFailed, match="from attn_course"):
+        checks.check_no_shortcut("lazy", lazy)
+
+
+def test_integrity_sees_a_monkeypatch():
+    original = np.allclose
+    assert integrity.verify() == []
+    try:
+        np.allclose = lambda *a, **k: True
+        assert integrity.verify() == ["numpy.allclose"]
+        with pytest.raises(checks.CheckFailed, match="replaced numpy.allclose"):
+            checks.check_close("x", np.ones(2), np.zeros(2))
+    finally:
+        np.allclose = original
+    assert integrity.verify() == []
+
+
+# --- assembling and scoring -----------------------------------------------------------------
+
+def _roles(a):
+    return [(c.role, c.grade_id) for c in a.cells]
+
+
+def test_assemble_restores_tests_and_keeps_added_cells(sources):
+    src = sources["02_softmax"]
+    sub = nbf.read_notebook(EXERCISES / "02_softmax.ipynb")
+    answer = next(i for i, c in enumerate(sub.cells) if nbf.grade_id(c) == "softmax-stable-answer")
+    sub.cells.insert(answer + 1, nbformat.v4.new_code_cell("helper = 1"))
+    sub.cells = [c for c in sub.cells if nbf.grade_id(c) != "softmax-lse-test"]
+    next(c for c in sub.cells if nbf.grade_id(c) == "softmax-temperature-test").source = "pass"
+    a = assemble(sub, src)
+    roles = _roles(a)
+    assert roles[0] == ("preamble", None)
+    assert roles[-1] == ("integrity", None)
+    assert roles.index(("added", None)) == roles.index(("answer", "softmax-stable-answer")) + 1
+    tests = [c for c, r in zip(a.nb.cells, a.cells, strict=False) if r.role == "test"]
+    assert len(tests) == 3
+    assert all("BEGIN HIDDEN TESTS" in c.source for c in tests)
+    assert any("softmax-lse-test was deleted" in n for n in a.notes)
+    assert any("softmax-temperature-test was edited" in n for n in a.notes)
+    visible = assemble(sub, release_notebook(src), visible_only=True)
+    assert not any("HIDDEN" in c.source for c in visible.nb.cells)
+
+
+def test_assemble_runs_a_missing_answer_as_the_stub(sources):
+    src = sources["02_softmax"]
+    sub = copy.deepcopy(src)
+    sub.cells = [c for c in sub.cells if nbf.grade_id(c) != "softmax-lse-answer"]
+    a = assemble(sub, src)
+    i = _roles(a).index(("answer", "softmax-lse-answer"))
+    assert "raise NotImplementedError()" in a.nb.cells[i].source
+    assert any("softmax-lse-answer is missing" in n for n in a.notes)
+
+
+def _outcome(a):
+    cells = {i: {"outcome": "ok", "stdout": "PASS x\n"} for i in range(len(a.cells))}
+    cells[len(a.cells) - 1] = {"outcome": "ok", "stdout": f"integrity ok {a.token}\n"}
+    return Outcome(cells=cells, finished=True)
+
+
+def test_scoring_statuses(sources):
+    src = sources["02_softmax"]
+    a = assemble(copy.deepcopy(src), src)
+    limits = Limits()
+    r = score_run("s", "02_softmax", src, a, _outcome(a), limits)
+    assert (r.status, r.score, r.max_score) == ("graded", 7, 7)
+    first_test = _roles(a).index(("test", "softmax-stable-test"))
+    killed = Outcome(cells={i: v for i, v in _outcome(a).cells.items() if i < first_test},
+                     killed=True)
+    r = score_run("s", "02_softmax", src, a, killed, limits)
+    assert r.status == "timed out"
+    assert r.score == 0
+    assert "--timeout" in r.reason
+    died = _outcome(a)
+    died.cells = {i: v for i, v in died.cells.items() if i <= first_test}
+    died.cells[first_test] = {"outcome": "died"}
+    r = score_run("s", "02_softmax", src, a, died, limits)
+    assert r.status == "kernel died"
+    assert "kernel died" in r.reason
+    tampered = _outcome(a)
+    tampered.cells[len(a.cells) - 1] = {"outcome": "error", "stdout": "integrity: numpy.exp\n"}
+    r = score_run("s", "02_softmax", src, a, tampered, limits)
+    assert r.score == 0
+    assert "numpy.exp" in r.reason
+    failing = _outcome(a)
+    failing.cells[first_test] = {"outcome": "error", "ename": "CheckFailed",
+                                 "evalue": "FAIL softmax: NaN\n  hint: subtract", "stdout": ""}
+    r = score_run("s", "02_softmax", src, a, failing, limits)
+    assert r.score == 4
+    assert r.tests[0].output.startswith("FAIL softmax")
+
+
+def test_only_the_best_copy_of_a_notebook_counts():
+    from attn_course.grading.grader import _keep_best
+    from attn_course.grading.scoring import NotebookResult
+
+    rows: list = []
+    _keep_best(rows, NotebookResult("alice", "02_softmax", 0, 7, "graded", ""))
+    _keep_best(rows, NotebookResult("alice", "02_softmax", 7, 7, "graded", ""))
+    _keep_best(rows, NotebookResult("alice", "01_similarity", 2, 6, "graded", ""))
+    assert [(r.notebook, r.score) for r in rows] == [("02_softmax", 7), ("01_similarity", 2)]
+    assert "best one counts" in rows[0].reason

@@ -1,0 +1,76 @@
+"""The learner's self-check and Gradescope's bundle, end to end through the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent / "attn-course"
+
+
+def _run(*args, env=None, timeout=180):
+    return subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_self_check_passes_a_solution_and_fails_an_exercise(tmp_path):
+    ok = _run("check", ROOT / "solutions" / "01_similarity.ipynb",
+              "--source", ROOT / "solutions")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASS Task 1: cosine_similarity (2/2)" in ok.stdout
+    assert "hidden" not in ok.stdout.lower()
+    assert "zero vector" not in ok.stdout
+    bad = _run("check", ROOT / "exercises" / "01_similarity.ipynb")
+    assert bad.returncode == 1
+    assert "FAIL Task 1: cosine_similarity (0/2)" in bad.stdout
+    assert "not written yet" in bad.stdout
+    assert "Traceback" not in bad.stdout
+    missing = _run("check", tmp_path / "nope.ipynb")
+    assert missing.returncode == 2
+    assert "nope.ipynb" in missing.stderr
+
+
+def test_gradescope_bundle_grades_a_submission(tmp_path):
+    zpath = tmp_path / "autograder.zip"
+    proc = _run("gradescope", ROOT / "solutions" / "02_softmax.ipynb", "--out", zpath)
+    assert proc.returncode == 0, proc.stderr
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(zpath) as z:
+        names = set(z.namelist())
+        for name in ("setup.sh", "run_autograder"):
+            assert name in names
+            assert z.getinfo(name).external_attr >> 16 & stat.S_IXUSR
+        assert {"solutions/02_softmax.ipynb", "attn-course/pyproject.toml",
+                "attn-course/constraints.txt", "attn-course/attn_course/grading/grader.py"} <= names
+        z.extractall(root / "source")
+    os.chmod(root / "source" / "run_autograder", 0o755)
+    (root / "submission").mkdir()
+    shutil.copy(ROOT / "exercises" / "02_softmax.ipynb", root / "submission")
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "ATTN_COURSE_BIN": str(BIN)}
+    run = subprocess.run([str(root / "source" / "run_autograder")], env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == 0
+    assert results["max_score"] == 7
+    assert len(results["tests"]) == 3
+    for t in results["tests"]:
+        assert set(t) >= {"name", "score", "max_score", "status", "output"}
+        assert t["status"] == "failed"
+        assert "NotImplementedError" in t["output"]
+
+
+def test_gradescope_needs_a_notebook_with_test_cells(tmp_path):
+    proc = _run("gradescope", ROOT / "exercises" / "02_softmax.ipynb", "--out",
+                tmp_path / "a.zip")
+    assert proc.returncode == 0  # exercises keep their (visible) test cells
+    proc = _run("gradescope", ROOT / "README.md", "--out", tmp_path / "b.zip")
+    assert proc.returncode == 2
+    assert "README.md" in proc.stderr

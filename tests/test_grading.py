@@ -238,6 +238,24 @@ def test_integrity_sees_a_monkeypatch():
     assert integrity.verify() == []
 
 
+def test_integrity_accepts_torchs_own_lazy_rewrapping_only():
+    """Importing torch._dynamo rebinds torch.manual_seed: not tampering. A learner's is."""
+    code = """
+import sys
+from attn_course.grading import integrity
+integrity.ensure_snapshot()
+assert "torch._dynamo" not in sys.modules
+import torch, torch._dynamo
+assert integrity.verify() == [], integrity.verify()
+torch.manual_seed = lambda seed: None
+assert integrity.verify() == ["torch.manual_seed"], integrity.verify()
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
 # --- assembling and scoring -----------------------------------------------------------------
 
 def _roles(a):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import importlib.util
 import sys
 
 MODULES = (
@@ -113,6 +114,22 @@ def take_snapshot() -> dict:
     return snap
 
 
+def _torch_rewrapped(a, b) -> bool:
+    """True when ``b`` is torch's own ``_disable_dynamo`` wrapper around ``a``.
+
+    Importing ``torch._dynamo`` (which torch.compile, torch.profiler and others do
+    lazily) rebinds ``torch.manual_seed`` to such a wrapper; that is torch, not the
+    learner. The wrapper's code lives in torch's ``_compile.py``.
+    """
+    code = getattr(b, "__code__", None)
+    return (getattr(b, "__wrapped__", None) is a and code is not None
+            and code.co_filename == _TORCH_COMPILE_FILE)
+
+
+def _replaced(old, new) -> bool:
+    return new is not old and not _torch_rewrapped(old, new)
+
+
 def _same(a, b) -> bool:
     if a is b:
         return True
@@ -142,12 +159,12 @@ def verify(snapshot: dict | None = None) -> list[str]:
             changed.append(f"sys.modules[{name!r}]")
         current = vars(module) if module is not builtins else vars(builtins)
         for attr, obj in snap["attrs"][name].items():
-            if current.get(attr, _MISSING) is not obj:
+            if _replaced(obj, current.get(attr, _MISSING)):
                 changed.append(f"{name}.{attr}")
     for qual, (cls, attrs) in snap["classes"].items():
         current = vars(cls)
         for attr, obj in attrs.items():
-            if current.get(attr, _MISSING) is not obj:
+            if _replaced(obj, current.get(attr, _MISSING)):
                 changed.append(f"{qual}.{attr}")
         for attr in current.keys() - attrs.keys():
             if not attr.startswith("__") or attr in _OPERATORS:
@@ -186,3 +203,4 @@ _OPERATORS = frozenset({
     "__array__", "__float__", "__bool__", "__torch_function__",
 })
 _SNAPSHOT = None  # set by ensure_snapshot()
+_TORCH_COMPILE_FILE = importlib.util.find_spec("torch._compile").origin

@@ -35,10 +35,16 @@ def cuda_report() -> tuple[bool, str]:
 def triton_mode(has_cuda: bool) -> str:
     if version("triton") == "not installed":
         return "unavailable: triton is not installed (pip install 'attn-course[gpu]')"
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return "CPU interpreter (TRITON_INTERPRET=1 is set): correct but slow, small sizes only"
+    # The same decision as attn_course.flash.triton_mode.interpreter_wanted (tested).
+    flag = os.environ.get("TRITON_INTERPRET")
+    if flag is not None and flag.strip().lower() in ("1", "true", "yes", "on", "y"):
+        return (f"CPU interpreter (TRITON_INTERPRET={flag} is set): correct but slow, "
+                f"small sizes only")
     if has_cuda:
         return "compiled for the GPU"
+    if flag is not None:
+        return (f"unavailable: no GPU, and TRITON_INTERPRET={flag} turns the CPU interpreter "
+                f"off (unset it)")
     return "CPU interpreter: no GPU, so kernels run with TRITON_INTERPRET=1 (small sizes only)"
 
 

@@ -1,0 +1,46 @@
+"""FlashAttention (lecture 09): exact attention without the T x S matrix.
+
+- ``online_softmax``: the one-pass softmax normaliser (running max m and sum l);
+- ``tiled``: the tiled forward pass and the backward pass by recomputation, in numpy;
+- ``io_model``: HBM reads and writes of standard and tiled attention;
+- ``triton_kernel``: the FlashAttention-2 forward and backward in Triton, autotuned and
+  differentiable (``flash_attention``); its kernels are in ``triton_forward`` and
+  ``triton_backward``, and ``triton_mode`` picks compiled (GPU) or interpreted (CPU)
+  before importing triton. None of these is imported here: they need ``triton``, and
+  the mode is fixed at import time;
+- ``api``: ``attention(q, k, v, causal, scale, impl="auto" | "triton" | "sdpa" | "reference")``.
+"""
+
+from attn_course.flash.api import IMPLS, attention, resolve_impl, triton_available
+from attn_course.flash.io_model import (
+    flash_block_sizes,
+    io_bound,
+    standard_io,
+    tiled_io,
+    tiled_io_steps,
+)
+from attn_course.flash.online_softmax import (
+    online_logsumexp,
+    online_normalizer,
+    online_softmax,
+    online_update,
+)
+from attn_course.flash.tiled import flash_backward, flash_forward
+
+__all__ = [
+    "IMPLS",
+    "attention",
+    "flash_backward",
+    "flash_block_sizes",
+    "flash_forward",
+    "io_bound",
+    "online_logsumexp",
+    "online_normalizer",
+    "online_softmax",
+    "online_update",
+    "resolve_impl",
+    "standard_io",
+    "tiled_io",
+    "tiled_io_steps",
+    "triton_available",
+]

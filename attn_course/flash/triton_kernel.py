@@ -1,0 +1,260 @@
+"""FlashAttention-2 in Triton: forward and backward kernels (lecture 09).
+
+Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work
+Partitioning" (2023), Algorithms 1 (forward) and 2 (backward); the structure follows
+Triton's fused-attention tutorial (06-fused-attention.py, Tillet et al.). The kernels
+live in ``triton_forward`` and ``triton_backward``; this module tunes, launches and
+differentiates them. Every step is the numpy algorithm of ``attn_course.flash.tiled``,
+one program per tile row:
+
+forward   one program per (block of BLOCK_M queries, batch*head). It keeps Q_i, the
+          running max m, the running sum l and the fp32 accumulator on chip, streams the
+          K_j, V_j blocks through, and writes O_i and lse_i = m + log(l) once.
+backward  (1) delta_i = rowsum(dO_i * O_i); (2) one program per block of keys finishes
+          dK_j, dV_j by looping over the query blocks; (3) one program per block of
+          queries finishes dQ_i by looping over the key blocks. Both recompute
+          P_ij = exp(S_ij - lse_i) from the saved log-sum-exp: no T x S matrix is stored.
+
+Performance choices (each is marked where it happens): exp2 with log2(e) folded into
+the softmax scale (one FMA per score instead of a multiply and a natural exp); fp32
+accumulators with fp16/bf16 operands for tl.dot (tensor cores); causal attention stops
+at the diagonal ("early exit") and masks only the blocks that straddle it; block sizes,
+warps and pipeline stages are chosen by ``triton.autotune`` among a few configurations,
+re-tuned when the sequence lengths, head dim or causality change.
+
+Running without a GPU. Triton's interpreter (``TRITON_INTERPRET=1``) runs the same
+kernels on the CPU with numpy: correct, but thousands of times slower, so only small
+sizes are practical. It must be chosen before the kernels are defined, so
+``attn_course.flash.triton_mode`` sets ``TRITON_INTERPRET=1`` before importing triton
+when CUDA is unavailable and the variable is unset (``attn-course doctor`` reports the
+mode). Set ``TRITON_INTERPRET=0`` to opt out. Under
+the interpreter the fixed tile sizes of :data:`INTERPRETER_TILES` replace autotuning
+(which needs a GPU to time anything), and tensors must be on the CPU.
+
+Caveats: q, k and v share their leading dimensions (no broadcasting) and head dim D,
+1 <= D <= 128 (padded with zeros to the next power of two, at least 16, inside the
+wrapper); the causal mask is top-left aligned, as in
+``torch.nn.functional.scaled_dot_product_attention`` (key j visible to query i iff
+j <= i); float32 inputs are multiplied as three tf32 products ("tf32x3", close to fp32
+accuracy) with small tiles: correct, not fast; no dropout, no attention mask. Checked
+without a GPU: every configuration below compiles for sm_90 (Hopper) with pipelined
+loads and no register spills (``tests/test_flash_triton.py`` compiles one of each).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from attn_course.flash.triton_backward import _bwd_dkdv_kernel, _bwd_dq_kernel, _bwd_preprocess
+from attn_course.flash.triton_forward import LOG2E, _fwd_kernel
+from attn_course.flash.triton_mode import INTERPRET, interpreter_wanted, triton
+
+__all__ = ["INTERPRET", "INTERPRETER_TILES", "FlashAttentionFunction", "Tiles",
+           "flash_attention", "interpreter_wanted"]
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Tile sizes for one call: the forward and dQ kernels use (block_m queries, block_n
+    keys); the dK/dV kernel swaps the roles (block_m keys, block_n queries), as in the
+    FlashAttention-2 backward. Powers of two >= 16 with block_m a multiple of block_n, so
+    that the causal diagonal always falls on whole blocks."""
+
+    block_m: int = 64
+    block_n: int = 32
+    num_warps: int = 4
+    num_stages: int = 2
+
+    def __post_init__(self):
+        for name in ("block_m", "block_n"):
+            val = getattr(self, name)
+            if not isinstance(val, int) or val < 16 or val & (val - 1):
+                raise ValueError(f"{name} must be a power of two >= 16, got {val!r}")
+        if self.block_m % self.block_n:
+            raise ValueError(f"block_m must be a multiple of block_n, got block_m="
+                             f"{self.block_m} and block_n={self.block_n}")
+
+
+#: Tiles used under the interpreter (few, large tiles: the interpreter pays per step).
+INTERPRETER_TILES = Tiles(block_m=64, block_n=32)
+
+
+# ----------------------------------------------------------------------------------------
+# Autotuning (GPU only): a few configurations per head-dim class, picked per shape
+# ----------------------------------------------------------------------------------------
+
+def _cfg(block_m, block_n, warps, stages):
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps,
+                         num_stages=stages)
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) for fp16/bf16 with head dims <= 64 and 128,
+# and for fp32 (correct, not fast). In the dK/dV kernel BLOCK_N counts keys (the large
+# block) and BLOCK_M queries. Each configuration was checked to compile for sm_90
+# without register spills (fp16/bf16); keeping the lists short keeps tuning quick.
+_FWD = {64: [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 4)],
+        128: [(128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3)],
+        "fp32": [(64, 32, 4, 2)]}
+_DKDV = {64: [(64, 128, 8, 3), (32, 128, 8, 3)],
+         128: [(32, 128, 8, 3), (32, 64, 8, 3)],
+         "fp32": [(32, 64, 4, 2)]}
+_DQ = {64: [(128, 64, 8, 3), (128, 32, 4, 3)],
+       128: [(128, 32, 8, 3), (64, 64, 4, 2)],
+       "fp32": [(64, 32, 4, 2)]}
+_KEY = ["N_Q", "N_KV", "HEAD_DIM", "CAUSAL", "DOT_FP32"]  # triton adds the dtypes
+
+
+def _autotuned(kernel, table):
+    """``triton.autotune`` over ``table``, keeping only the class (head dim, fp32) in use."""
+    configs = {key: [_cfg(*c) for c in rows] for key, rows in table.items()}
+
+    def prune(all_configs, named_args, **kwargs):
+        if named_args["Q"].dtype == torch.float32:
+            return configs["fp32"]
+        head_dim = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
+        return configs[64 if head_dim <= 64 else 128]
+
+    def quick_bench(fn, quantiles):  # shorter than triton's default 25 ms + 100 ms
+        return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
+
+    return triton.autotune(configs=[c for rows in configs.values() for c in rows], key=_KEY,
+                           prune_configs_by={"early_config_prune": prune},
+                           do_bench=quick_bench)(kernel)
+
+
+if not INTERPRET:  # the interpreter cannot time anything: it uses fixed tiles instead
+    _fwd_tuned = _autotuned(_fwd_kernel, _FWD)
+    _dkdv_tuned = _autotuned(_bwd_dkdv_kernel, _DKDV)
+    _dq_tuned = _autotuned(_bwd_dq_kernel, _DQ)
+
+
+# ----------------------------------------------------------------------------------------
+# Launchers and the autograd Function
+# ----------------------------------------------------------------------------------------
+
+def _dot_fp32(dtype: torch.dtype) -> bool:
+    # fp16 and bf16 operands go to the tensor cores as they are; fp32 ones, and bf16
+    # under the interpreter, take the fp32 path of _dot.
+    return dtype == torch.float32 or (INTERPRET and dtype == torch.bfloat16)
+
+
+def _launch(kernel, tuned, tiles: Tiles | None, swap: bool, rows: int, Z: int, args, meta):
+    """Run ``kernel`` on a (row blocks, Z) grid, autotuned when ``tiles`` is None."""
+    if tiles is None:
+        big = "BLOCK_N" if swap else "BLOCK_M"
+        tuned[lambda m: (triton.cdiv(rows, m[big]), Z)](*args, **meta)
+        return
+    block_m, block_n = (tiles.block_n, tiles.block_m) if swap else (tiles.block_m, tiles.block_n)
+    grid = (triton.cdiv(rows, block_n if swap else block_m), Z)
+    kernel[grid](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n,
+                 num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+
+
+def _forward(q, k, v, causal: bool, scale: float, tiles: Tiles | None):
+    """q (Z, T, D), k, v (Z, S, D) contiguous -> out (Z, T, D), lse (Z, T) float32."""
+    Z, N_Q, D = q.shape
+    N_KV = k.shape[1]
+    out = torch.empty_like(q)  # (Z, T, D)
+    lse = torch.empty((Z, N_Q), device=q.device, dtype=torch.float32)  # (Z, T)
+    args = (q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            N_Q, N_KV, scale * LOG2E.value)  # qk_scale: log2(e) folded into the softmax scale
+    meta = {"HEAD_DIM": D, "CAUSAL": causal, "DOT_FP32": _dot_fp32(q.dtype)}
+    _launch(_fwd_kernel, None if INTERPRET else _fwd_tuned, tiles, False, N_Q, Z, args, meta)
+    return out, lse
+
+
+def _backward(q, k, v, out, lse, dout, causal: bool, scale: float, tiles: Tiles | None):
+    """Gradients (dq, dk, dv), each shaped and strided like its input."""
+    Z, N_Q, D = q.shape
+    N_KV = k.shape[1]
+    dout = dout.contiguous()  # (Z, T, D)
+    delta = torch.empty_like(lse)  # (Z, T) rowsum(dO * O)
+    pre_block = 64
+    _bwd_preprocess[(triton.cdiv(N_Q, pre_block), Z)](
+        out, dout, delta, *out.stride(), *dout.stride(), N_Q, HEAD_DIM=D, BLOCK_M=pre_block)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    common = (*q.stride(), *k.stride(), *v.stride(), *dout.stride(), N_Q, N_KV,
+              scale * LOG2E.value, scale)
+    meta = {"HEAD_DIM": D, "CAUSAL": causal, "DOT_FP32": _dot_fp32(q.dtype)}
+    _launch(_bwd_dkdv_kernel, None if INTERPRET else _dkdv_tuned, tiles, True, N_KV, Z,
+            (q, k, v, dout, lse, delta, dk, dv, *common), meta)
+    _launch(_bwd_dq_kernel, None if INTERPRET else _dq_tuned, tiles, False, N_Q, Z,
+            (q, k, v, dout, lse, delta, dq, *common), meta)
+    return dq, dk, dv
+
+
+class FlashAttentionFunction(torch.autograd.Function):
+    """Autograd wrapper: forward saves (q, k, v, out, lse); backward recomputes P."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, scale, tiles):
+        out, lse = _forward(q, k, v, causal, scale, tiles)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.causal, ctx.scale, ctx.tiles = causal, scale, tiles
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = _backward(q, k, v, out, lse, dout, ctx.causal, ctx.scale, ctx.tiles)
+        return dq, dk, dv, None, None, None
+
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def flash_attention(q, k, v, causal: bool = False, scale: float | None = None, *,
+                    return_lse: bool = False, tiles: Tiles | None = None):
+    """Exact attention with the Triton kernels; differentiable in q, k and v.
+
+    q: (..., T, D), k and v: (..., S, D) torch tensors with the same leading dimensions,
+    one dtype among float16, bfloat16 and float32, and 1 <= D <= 128. causal: top-left
+    aligned causal mask; scale: default 1/sqrt(D); tiles: fixed tile sizes (default:
+    autotuned on a GPU, :data:`INTERPRETER_TILES` under the interpreter).
+    Returns out (..., T, D), and with ``return_lse`` also the log-sum-exp of each row of
+    scaled scores, lse (..., T) in float32 (not differentiable).
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch tensor, got {type(x).__name__}")
+        if x.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be float16, bfloat16 or float32 for the Triton "
+                            f"kernel, got {x.dtype}")
+        if x.ndim < 2:
+            raise ValueError(f"{name} must have shape (..., length, D), got {tuple(x.shape)}")
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not q.device == k.device == v.device:
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, "
+                         f"{v.device}")
+    if q.device.type != "cuda" and not INTERPRET:
+        raise ValueError(f"the compiled Triton kernel needs CUDA tensors, got device "
+                         f"{q.device}; on the CPU, set TRITON_INTERPRET=1 before importing "
+                         f"attn_course.flash")
+    lead, T, D = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1]
+    S = k.shape[-2]
+    if k.shape != (*lead, S, D) or v.shape != (*lead, S, D):
+        raise ValueError(f"k and v must have shape (*q.shape[:-2], S, D) = {(*lead, 'S', D)}, "
+                         f"got k {tuple(k.shape)} and v {tuple(v.shape)}")
+    if not 1 <= D <= 128 or T < 1 or S < 1:
+        raise ValueError(f"the kernel supports 1 <= D <= 128 and non-empty sequences, got "
+                         f"q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if tiles is not None and not isinstance(tiles, Tiles):
+        raise TypeError(f"tiles must be a Tiles instance or None, got {type(tiles).__name__}")
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    if tiles is None and INTERPRET:
+        tiles = INTERPRETER_TILES
+    d_pad = max(16, triton.next_power_of_2(D))  # tl.arange needs a power of two
+    q3, k3, v3 = (x.reshape(-1, x.shape[-2], D) for x in (q, k, v))  # (Z, T or S, D)
+    if d_pad != D:  # zero columns change no dot product; the extra output columns are cut
+        q3, k3, v3 = (torch.nn.functional.pad(x, (0, d_pad - D)) for x in (q3, k3, v3))
+    q3, k3, v3 = (x.contiguous() for x in (q3, k3, v3))  # (Z, T or S, d_pad), unit stride
+    out, lse = FlashAttentionFunction.apply(q3, k3, v3, bool(causal), scale, tiles)
+    out = out[..., :D].reshape(*lead, T, D)  # (..., T, D)
+    return (out, lse.reshape(*lead, T)) if return_lse else out

@@ -1,0 +1,83 @@
+"""The lecture-09 benchmark scripts run and write well-formed CSV (tiny sizes, no timing)."""
+
+import csv
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_benchmark_help_works_without_a_gpu():
+    res = subprocess.run([sys.executable, str(BENCH / "flash_gpu.py"), "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "--dry-run" in res.stdout
+    assert "--budget-s" in res.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_gpu_benchmark_dry_run_writes_a_well_formed_csv(tmp_path, capsys):
+    bench = load("flash_gpu")
+    assert bench.main(["--dry-run", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "flash_gpu.csv").open()))
+    assert list(rows[0]) == bench.FIELDS
+    impls = {r["impl"] for r in rows}
+    assert {"course triton", "sdpa flash", "sdpa cudnn", "sdpa efficient", "sdpa math",
+            "naive torch"} <= impls
+    assert {(r["mode"], r["causal"]) for r in rows} == {
+        (m, c) for m in ("fwd", "fwd+bwd") for c in ("False", "True")}
+    for r in rows:
+        assert r["status"] == "ok" or r["status"].startswith(("error: ", "skipped: ")), r
+        assert r["torch"] == torch.__version__
+        assert r["device"]
+        assert r["date"]
+        if r["status"] == "ok":
+            assert float(r["ms"]) > 0
+            assert float(r["tflops"]) >= 0
+            assert r["N"] == "64"
+    ours = [r for r in rows if r["impl"] == "course triton"]
+    assert all(r["status"] == "ok" for r in ours), ours
+    summary = list(csv.DictReader((tmp_path / "flash_gpu_summary.csv").open()))
+    assert summary
+    assert all(float(s["fwd_ratio"]) > 0 for s in summary)
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "flash_gpu_float16.png").stat().st_size > 1000
+
+
+def test_gpu_benchmark_flop_count():
+    bench = load("flash_gpu")
+    assert bench.flops(2, 3, 100, 64, False, "fwd") == 4 * 2 * 3 * 100**2 * 64
+    # causal: half the products; backward: 2.5 times the forward's
+    assert bench.flops(2, 3, 100, 64, True, "fwd+bwd") == 4 * 0.5 * 3.5 * 2 * 3 * 100**2 * 64
+
+
+def test_cpu_benchmark_runs_and_writes_csv(tmp_path):
+    bench = load("flash_cpu")
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--N", "256", "--heads", "2", "--blocks", "64", "--repeat", "1",
+                           "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = list(csv.DictReader((tmp_path / "flash_cpu.csv").open()))
+    assert [r["impl"].split(",")[0] for r in rows] == (
+        ["torch SDPA"] * 4 + ["tiled numpy"] * 2)
+    for r in rows:
+        assert float(r["seconds"]) > 0
+        assert math.isfinite(float(r["extra_peak_mib"]))
+        assert float(r["max_abs_diff_vs_sdpa"]) < 1e-5
+        assert r["N"] == "256"
+        assert r["OPENBLAS_NUM_THREADS"]

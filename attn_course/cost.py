@@ -48,9 +48,11 @@ import gc
 import math
 import numbers
 import os
+import platform
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,6 +73,17 @@ __all__ = [
     "torch_sdpa_with",
     "torch_threads",
 ]
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), for stamping benchmark results."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _require_int(name: str, value, minimum: int = 1) -> int:

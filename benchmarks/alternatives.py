@@ -37,7 +37,6 @@ import argparse
 import csv
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from attn_course.cost import cpu_name  # noqa: E402
 from attn_course.efficient.compare import (  # noqa: E402
     approximation_errors,
     attention_method,
@@ -80,14 +80,7 @@ def machine(device: str) -> dict:
     if device == "cuda":
         name = torch.cuda.get_device_name()
     else:
-        name = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
+        name = cpu_name()
     return {"device_name": name, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": sys.version.split()[0],
             "date": datetime.date.today().isoformat()}

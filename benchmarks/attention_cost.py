@@ -41,6 +41,7 @@ import torch
 
 from attn_course.cost import (
     IMPLEMENTATIONS,
+    cpu_name,
     cpu_sdpa_backends,
     fit_loglog_slope,
     measure,
@@ -54,19 +55,9 @@ RESULTS = Path(__file__).with_name("results")
 FUSED = "torch SDPA, flash (CPU)"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""),

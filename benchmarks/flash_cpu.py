@@ -48,6 +48,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from attn_course.cost import (  # noqa: E402
+    cpu_name,
     peak_bytes_numpy,
     peak_bytes_torch,
     time_call,
@@ -57,16 +58,6 @@ from attn_course.flash.tiled import flash_forward  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 MIB = 2**20
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def tiled_by_heads(q, k, v, block_q: int, block_k: int, threads: int):
@@ -118,7 +109,7 @@ def main(argv=None) -> int:
             variants.append((f"tiled numpy, {threads} thread(s) over heads", "numpy", b, threads,
                              lambda b=b, t=threads: tiled_by_heads(q, k, v, b, b, t)[0]))
     rows = []
-    machine = {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
+    machine = {"cpu": cpu_name(), "logical_cores": os.cpu_count(),
                "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", ""),
                "torch": torch.__version__, "numpy": np.__version__,
                "python": platform.python_version(), "date": datetime.date.today().isoformat()}

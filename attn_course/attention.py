@@ -170,12 +170,16 @@ def masked_softmax_torch(scores: torch.Tensor) -> torch.Tensor:
     return e / torch.where(s > 0, s, torch.ones_like(s))
 
 
-def sdpa_torch(q, k, v, mask=None, scale=None, causal: bool = False, return_probs: bool = False):
+def sdpa_torch(q, k, v, mask=None, scale=None, causal: bool = False, return_probs: bool = False,
+               scores_hook=None, probs_hook=None):
     """Scaled dot-product attention on torch tensors, differentiable.
 
     Same arguments and shapes as :func:`sdpa_numpy` (a numpy mask is accepted too).
     float16 and bfloat16 inputs are computed in float32 and the results cast back,
     which is at least as accurate as PyTorch's own math backend.
+    scores_hook, probs_hook: optional callables applied to the masked scores and to the
+    probabilities (..., T, S) before they are used; they return the tensor to use
+    (the hook points of :mod:`attn_course.interp.hooks`).
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):
@@ -202,7 +206,11 @@ def sdpa_torch(q, k, v, mask=None, scale=None, causal: bool = False, return_prob
             scores = torch.where(mask, scores, neg_inf)
         else:
             scores = scores + mask.to(compute)
+    if scores_hook is not None:
+        scores = scores_hook(scores)
     probs = masked_softmax_torch(scores)  # (..., T, S)
+    if probs_hook is not None:
+        probs = probs_hook(probs)
     out = (probs @ v).to(out_dtype)  # (..., T, Dv)
     return (out, probs.to(out_dtype)) if return_probs else out
 

@@ -11,6 +11,14 @@ Vaswani et al. (2017), section 3.2.2. The parameters are laid out as in
 ``torch.nn.MultiheadAttention`` (one (3E, E) input projection when query, key and
 value share the embedding size), so weights copy over with :meth:`from_torch` and the
 two modules give the same outputs (tested).
+
+Hook points (identity modules, :class:`HookPoint`) name the intermediate tensors for
+interpretability (lecture 12, :mod:`attn_course.interp`): ``hook_q``, ``hook_k``,
+``hook_v`` (B, H, T|S, D), after any rotation and cache; ``hook_scores`` and
+``hook_probs`` (B, H, T, S), ``hook_z`` (B, H, T, D), each head's output before
+``out_proj``. Every attention path (this ``forward`` and
+:func:`attn_course.transformer.causal_self_attention`) goes through :meth:`attend`, so a
+hook sees them all. With no hook registered they return their input unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +29,13 @@ import torch
 from torch import nn
 
 from attn_course.attention import sdpa_torch
+
+
+class HookPoint(nn.Module):
+    """An identity module: a named place where forward hooks can read or replace a tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -73,6 +88,8 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
         self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        for name in ("q", "k", "v", "scores", "probs", "z"):
+            setattr(self, f"hook_{name}", HookPoint())  # no parameters: state_dict unchanged
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -143,9 +160,20 @@ class MultiHeadAttention(nn.Module):
         q = split_heads(self.q_proj(query), self.num_heads)  # (B, H, T, D)
         k = split_heads(self.k_proj(key), self.num_heads)  # (B, H, S, D)
         v = split_heads(self.v_proj(value), self.num_heads)  # (B, H, S, D)
-        out, probs = sdpa_torch(q, k, v, mask=mask, causal=causal, return_probs=True)
-        out = self.out_proj(merge_heads(out))  # (B, T, E)
+        out, probs = self.attend(q, k, v, mask=mask, causal=causal)  # (B, T, E), (B, H, T, S)
         return out, (probs if need_weights else None)
+
+    def attend(self, q, k, v, mask=None, causal: bool = False):
+        """Per-head attention of projected q (B, H, T, D), k, v (B, H, S, D), then ``out_proj``.
+
+        Passes every intermediate through its hook point. Returns ``(out, probs)``:
+        out (B, T, E), probs (B, H, T, S).
+        """
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        z, probs = sdpa_torch(q, k, v, mask=mask, causal=causal, return_probs=True,
+                              scores_hook=self.hook_scores, probs_hook=self.hook_probs)
+        z = self.hook_z(z)  # (B, H, T, D)
+        return self.out_proj(merge_heads(z)), probs  # (B, T, E), (B, H, T, S)
 
     @torch.no_grad()
     def load_from_torch(self, mha: nn.MultiheadAttention) -> MultiHeadAttention:

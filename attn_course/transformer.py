@@ -35,9 +35,9 @@ import numbers
 import torch
 from torch import nn
 
-from attn_course.attention import causal_mask, sdpa_torch
+from attn_course.attention import causal_mask
 from attn_course.kv_cache import KVCache, LayerKV
-from attn_course.multihead import MultiHeadAttention, merge_heads, split_heads
+from attn_course.multihead import MultiHeadAttention, split_heads
 from attn_course.positional import apply_rope, sinusoidal_encoding
 
 __all__ = [
@@ -89,8 +89,7 @@ def causal_self_attention(mha: MultiHeadAttention, x: torch.Tensor, kv: LayerKV 
         k, v = kv.append(k, v)  # (B, H, S, D) with S = past + T
     S = k.shape[-2]
     mask = torch.from_numpy(causal_mask(T, S, offset=S - T)).to(x.device)  # (T, S), bottom right
-    out, probs = sdpa_torch(q, k, v, mask=mask, return_probs=True)  # (B, H, T, D), (B, H, T, S)
-    out = mha.out_proj(merge_heads(out))  # (B, T, E)
+    out, probs = mha.attend(q, k, v, mask=mask)  # (B, T, E), (B, H, T, S); through the hook points
     return out, (probs if need_weights else None)
 
 

@@ -238,6 +238,22 @@ def test_integrity_sees_a_monkeypatch():
     assert integrity.verify() == []
 
 
+def test_integrity_new_class_attributes_count_only_when_they_change_behaviour():
+    import torch
+
+    assert integrity.verify() == []
+    try:
+        torch.nn.Module.brand_new_helper = lambda self: None  # as transformers does on import
+        assert integrity.verify() == []
+        torch.nn.Linear.parameters = lambda self, recurse=True: iter(())  # shadows Module's
+        assert integrity.verify() == ["torch.nn.modules.linear.Linear.parameters"]
+    finally:
+        del torch.nn.Module.brand_new_helper
+        if "parameters" in vars(torch.nn.Linear):
+            del torch.nn.Linear.parameters
+    assert integrity.verify() == []
+
+
 def test_integrity_accepts_torchs_own_lazy_rewrapping_only():
     """Importing torch._dynamo rebinds torch.manual_seed: not tampering. A learner's is."""
     code = """

@@ -167,7 +167,11 @@ def verify(snapshot: dict | None = None) -> list[str]:
             if _replaced(obj, current.get(attr, _MISSING)):
                 changed.append(f"{qual}.{attr}")
         for attr in current.keys() - attrs.keys():
-            if not attr.startswith("__") or attr in _OPERATORS:
+            # A new attribute matters when it changes behaviour: an operator, or a name
+            # that now shadows what a base class defines. A brand-new method (as
+            # transformers adds to nn.Module on import) changes nothing the checks use.
+            shadows = any(attr in vars(base) for base in cls.__mro__[1:])
+            if attr in _OPERATORS or shadows:
                 changed.append(f"{qual}.{attr}")
     now = _shell_state()
     for key, value in snap["shell"].items():

@@ -31,10 +31,10 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from attn_course.cost import torch_threads
 from attn_course.interp.model import AttnOnlyLM
+from attn_course.training import train_masked_next_token
 
 __all__ = [
     "BOS", "CONFIG", "MAX_REPEAT", "MIN_REPEAT", "SEQ_LEN", "VOCAB",
@@ -124,31 +124,11 @@ def train(model: AttnOnlyLM | None = None, steps: int = TRAIN["steps"],
 
     num_threads: torch threads while training, restored afterwards (None: leave as is).
     """
-    from tqdm.auto import tqdm
-
     with torch_threads(num_threads):
         model = new_model(seed) if model is None else model
         generator = torch.Generator().manual_seed(seed)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                                    pct_start=0.1)
-        loss_fn = nn.CrossEntropyLoss()
-        losses: list[float] = []
-        model.train()
-        bar = tqdm(range(steps), desc="training", disable=not progress)
-        for step in bar:
-            inputs, targets, mask, _ = make_batch(batch_size, generator)
-            logits = model(inputs)  # (B, T, V)
-            loss = loss_fn(logits[mask], targets[mask])  # only predictable targets count
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        bar.close()
-        model.eval()
+        losses = train_masked_next_token(model, lambda: make_batch(batch_size, generator)[:3],
+                                         steps, lr, progress=progress, log_every=50)
     return model, losses
 
 

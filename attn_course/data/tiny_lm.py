@@ -30,9 +30,9 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from attn_course.cost import torch_threads
+from attn_course.training import train_masked_next_token
 from attn_course.transformer import TinyLM, generate
 
 __all__ = [
@@ -96,32 +96,10 @@ def train(model: TinyLM | None = None, steps: int = TRAIN["steps"],
 
 
 def _train(model, steps, batch_size, lr, seed, max_seconds, progress):
-    from tqdm.auto import tqdm
-
     model = new_model(seed) if model is None else model
     generator = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    loss_fn = nn.CrossEntropyLoss()
-    losses: list[float] = []
-    start = time.perf_counter()
-    model.train()
-    bar = tqdm(range(steps), desc="training", disable=not progress)
-    for step in bar:
-        inputs, targets, mask = make_batch(batch_size, generator)
-        logits = model(inputs)  # (B, 2L, V)
-        loss = loss_fn(logits[mask], targets[mask])  # only the reversed half counts
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if max_seconds is not None and time.perf_counter() - start > max_seconds:
-            break
-    bar.close()
-    model.eval()
+    losses = train_masked_next_token(model, lambda: make_batch(batch_size, generator), steps, lr,
+                                     max_seconds=max_seconds, progress=progress)
     return model, losses
 
 

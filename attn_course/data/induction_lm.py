@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from importlib import resources
 from pathlib import Path
 
 import torch
 
 from attn_course.cost import torch_threads
+from attn_course.data import load_weights, save_or_compare
 from attn_course.interp.model import AttnOnlyLM
 from attn_course.training import train_masked_next_token
 
@@ -142,11 +142,7 @@ def accuracy(model: AttnOnlyLM, n: int = 2000, seed: int = 1234, repeat: int | N
 
 def load_induction_lm() -> AttnOnlyLM:
     """The trained model, in eval mode, on the CPU, float32."""
-    model = AttnOnlyLM(**CONFIG)
-    with resources.files(__package__).joinpath(WEIGHTS).open("rb") as f:
-        state = torch.load(f, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.eval()
+    return load_weights(AttnOnlyLM(**CONFIG), WEIGHTS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,14 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - start
     print(f"trained {len(losses)} steps in {elapsed:.0f} s; final loss {losses[-1]:.4f}; "
           f"second-half accuracy {accuracy(model):.4f}")
-    if args.check:
-        shipped = load_induction_lm().state_dict()
-        same = all(torch.equal(t, shipped[name]) for name, t in model.state_dict().items())
-        print("identical to the shipped weights" if same else
-              "differs from the shipped weights (another CPU type or torch version?)")
-        return
-    torch.save(model.state_dict(), args.out)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
+    save_or_compare(model, args.out, load_induction_lm(), args.check)
 
 
 if __name__ == "__main__":

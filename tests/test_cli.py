@@ -48,3 +48,27 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as info:
         main(["nope"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize(("triton_v", "numpy_v", "conflict"), [
+    ("3.6.0", "2.4.6", True), ("3.6.0", "2.4.0rc1", True), ("3.3.1", "2.10.0", True),
+    ("3.6.0", "2.3.5", False), ("3.7.0", "2.4.6", False), ("3.10.0", "2.4.6", False),
+    ("not installed", "2.4.6", False),
+])
+def test_interpreter_conflict_versions(triton_v, numpy_v, conflict):
+    msg = doctor.interpreter_conflict(triton_v, numpy_v)
+    assert (msg is not None) == conflict, msg
+    if conflict:
+        assert triton_v in msg
+        assert numpy_v in msg
+        assert "triton>=3.7" in msg
+
+
+def test_doctor_warns_of_the_interpreter_conflict(monkeypatch):
+    versions = {"triton": "3.6.0", "numpy": "2.4.6"}
+    monkeypatch.setattr(doctor, "version", lambda name: versions.get(name, "1.0"))
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert "WARNING: triton 3.6.0's CPU interpreter" in doctor.triton_report(has_cuda=False)
+    assert "WARNING" not in doctor.triton_report(has_cuda=True)  # compiled: no conflict
+    versions["triton"] = "3.9.0"
+    assert "WARNING" not in doctor.triton_report(has_cuda=False)

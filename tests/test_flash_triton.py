@@ -180,9 +180,10 @@ def test_import_sets_the_interpreter_before_triton_without_cuda():
 
 # A compile-only check for NVIDIA Hopper (sm_90), which needs no GPU: the interpreter
 # accepts code that the compiler rejects (for example non-constexpr globals), and the
-# compiled kernels' register spills and pipelining are only visible here.
+# compiled kernels' register spills and pipelining are only visible here. Every
+# autotuning configuration is compiled, for both head-dim classes, causal and not.
 COMPILE_SM90 = r"""
-import os, re, subprocess
+import itertools, os, re, subprocess, sys
 os.environ["TRITON_INTERPRET"] = "0"
 import triton
 from triton.backends.compiler import GPUTarget
@@ -208,36 +209,42 @@ def source(kernel, const):
     return ASTSource(kernel, sig, constexprs=const, attrs=attrs)
 
 cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-for kernel, table in ((tk._fwd_kernel, tk._FWD), (tk._bwd_dkdv_kernel, tk._DKDV),
-                      (tk._bwd_dq_kernel, tk._DQ)):
-    bm, bn, warps, stages = table[128][0]
-    const = {"HEAD_DIM": 128, "CAUSAL": True, "DOT_FP32": False, "BLOCK_M": bm, "BLOCK_N": bn}
-    c = triton.compile(source(kernel, const), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": warps, "num_stages": stages})
-    path = "/tmp/attn_course_sm90_%d.cubin" % os.getpid()
-    with open(path, "wb") as f:
-        f.write(c.asm["cubin"])
-    usage = subprocess.run([cuobjdump, "-res-usage", path], capture_output=True, text=True).stdout
-    os.remove(path)
-    stack = int(re.search(r"STACK:(\d+)", usage).group(1))
-    pipelined = c.asm["ttgir"].count("async_copy_global_to_local")
-    print(kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__, stack, pipelined)
+kernel, table = {"fwd": (tk._fwd_kernel, tk._FWD), "dkdv": (tk._bwd_dkdv_kernel, tk._DKDV),
+                 "dq": (tk._bwd_dq_kernel, tk._DQ)}[sys.argv[1]]
+for head_dim, causal in itertools.product((64, 128), (False, True)):
+    for bm, bn, warps, stages in table[head_dim]:
+        const = {"HEAD_DIM": head_dim, "CAUSAL": causal, "DOT_FP32": False,
+                 "BLOCK_M": bm, "BLOCK_N": bn}
+        c = triton.compile(source(kernel, const), target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": warps, "num_stages": stages})
+        path = "/tmp/attn_course_sm90_%d.cubin" % os.getpid()
+        with open(path, "wb") as f:
+            f.write(c.asm["cubin"])
+        usage = subprocess.run([cuobjdump, "-res-usage", path], capture_output=True,
+                               text=True).stdout
+        os.remove(path)
+        stack = int(re.search(r"STACK:(\d+)", usage).group(1))
+        pipelined = c.asm["ttgir"].count("async_copy_global_to_local")
+        print(f"D={head_dim},causal={causal},tiles={bm}x{bn},warps={warps},stages={stages}",
+              stack, pipelined)
 """
 
 
-def test_kernels_compile_for_hopper_without_spills():
+@pytest.mark.parametrize("kernel", ["fwd", "dkdv", "dq"])
+def test_every_config_compiles_for_hopper_without_spills(kernel):
     pytest.importorskip("triton.backends.nvidia")
     env = {**os.environ, "TRITON_DEFAULT_FP_FUSION": "1"}
-    res = subprocess.run([sys.executable, "-c", COMPILE_SM90], capture_output=True, text=True,
-                         env=env, timeout=600)
+    res = subprocess.run([sys.executable, "-c", COMPILE_SM90, kernel], capture_output=True,
+                         text=True, env=env, timeout=600)
     if res.returncode != 0 and ("ptxas" in res.stderr.lower() and "not found" in res.stderr):
         pytest.skip("Triton's bundled ptxas is missing")
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [line.split() for line in res.stdout.strip().splitlines()]
-    assert [r[0] for r in rows] == ["_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel"], rows
-    for name, stack, pipelined in rows:
-        assert int(stack) == 0, f"{name} spills {stack} bytes of registers"
-        assert int(pipelined) > 0, f"{name}: loads are not pipelined"
+    table = {"fwd": tk._FWD, "dkdv": tk._DKDV, "dq": tk._DQ}[kernel]
+    assert len(rows) == 2 * (len(table[64]) + len(table[128])), rows  # every config compiled
+    for config, stack, pipelined in rows:
+        assert int(stack) == 0, f"{kernel} {config} spills {stack} bytes of registers"
+        assert int(pipelined) > 0, f"{kernel} {config}: loads are not pipelined"
 
 
 # ----------------------------------------------------------------------------------------

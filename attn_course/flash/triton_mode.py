@@ -51,3 +51,13 @@ import triton.language as tl  # noqa: E402
 
 #: True when the kernels run under Triton's CPU interpreter.
 INTERPRET = interpreter_wanted(os.environ.get("TRITON_INTERPRET"), torch.cuda.is_available())
+
+if INTERPRET:
+    import numpy  # noqa: E402
+
+    from attn_course.doctor import interpreter_conflict  # noqa: E402
+
+    _conflict = interpreter_conflict(triton.__version__, numpy.__version__)
+    if _conflict:
+        warnings.warn(f"attn_course.flash cannot run its kernels: {_conflict}",
+                      stacklevel=2)

@@ -20,7 +20,8 @@ between two CUDA events. TFLOP/s counts the matrix products only: forward
 
 Writes to ``--out`` (default ``benchmarks/results``), rows flushed as they come:
 
-- ``flash_gpu.csv``: one row per measurement, stamped with the GPU and the versions;
+- ``flash_gpu.csv``: one row per measurement, stamped with the GPU and the versions; for
+  the course kernel, ``tiles`` records the configuration autotuning chose per kernel;
 - ``flash_gpu_summary.csv``: at N >= 4096, the course kernel's TFLOP/s divided by the
   best SDPA backend's, for the forward and for the backward alone
   (time(fwd+bwd) - time(fwd));
@@ -48,7 +49,7 @@ import torch
 RESULTS = Path(__file__).with_name("results")
 SDPA_BACKENDS = ["FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"]
 FIELDS = ["impl", "dtype", "D", "causal", "mode", "N", "B", "H", "ms", "tflops", "peak_mib",
-          "status", "device", "torch", "triton", "cuda", "date"]
+          "status", "tiles", "device", "torch", "triton", "cuda", "date"]
 
 
 def version(dist: str) -> str:
@@ -86,6 +87,15 @@ def implementations(max_naive_n: int):
             sdpa_pinned(backend), max_naive_n if backend == "MATH" else math.inf)
     impls["naive torch"] = (naive, max_naive_n)
     return impls
+
+
+def chosen_tiles(mode: str) -> str:
+    """The course kernel's autotuned tiles at its last call ("" under the interpreter)."""
+    from attn_course.flash.triton_kernel import tiles_used
+
+    used = tiles_used()
+    names = ("fwd",) if mode == "fwd" else ("fwd", "dkdv", "dq")
+    return "; ".join(f"{n}: {used[n]}" for n in names if used[n])
 
 
 def flops(B: int, H: int, N: int, D: int, causal: bool, mode: str) -> float:
@@ -276,7 +286,8 @@ def main(argv=None) -> int:
                                 cfg = (name, dtype_name, D, causal, mode)
                                 row = {"impl": name, "dtype": dtype_name, "D": D,
                                        "causal": causal, "mode": mode, "N": N, "B": B, "H": H,
-                                       "ms": "", "tflops": "", "peak_mib": "", **stamp}
+                                       "ms": "", "tflops": "", "peak_mib": "", "tiles": "",
+                                       **stamp}
                                 if N > max_n:
                                     row["status"] = f"skipped: N > {max_n} (stores N x N)"
                                 elif cfg in failed:
@@ -289,6 +300,8 @@ def main(argv=None) -> int:
                                         tf = flops(B, H, N, D, causal, mode) / (ms * 1e-3) / 1e12
                                         row.update(ms=float(f"{ms:.5g}"), tflops=float(f"{tf:.4g}"),
                                                    peak_mib=round(peak, 1), status="ok")
+                                        if name == "course triton":
+                                            row["tiles"] = chosen_tiles(mode)
                                     except Exception as e:  # noqa: BLE001 - recorded, not hidden
                                         msg = str(e).strip().splitlines()
                                         row["status"] = (f"error: {type(e).__name__}: "

@@ -269,3 +269,34 @@ def test_gpu_float32_and_auto_dispatch():
     q, k, v, dout = make_inputs(1, 2, 1000, 1000, 64, F32)
     check_against_reference(q, k, v, dout, causal=True)
     assert resolve_impl("auto", q) == "triton"
+
+
+@pytest.mark.gpu
+def test_gpu_reports_the_autotuned_tiles():
+    q, k, v, dout = make_inputs(1, 2, 512, 512, 64, F16)
+    q.requires_grad_(True)
+    tk.flash_attention(q, k, v, causal=False).backward(dout)
+    used = tk.tiles_used()
+    for name in ("fwd", "dkdv", "dq"):
+        assert "BLOCK_M=" in used[name], used
+        assert "warps=" in used[name], used
+
+
+def test_tiles_used_is_empty_under_the_interpreter():
+    if not tk.INTERPRET:
+        pytest.skip("compiled mode: covered by test_gpu_reports_the_autotuned_tiles")
+    assert tk.tiles_used() == {"fwd": "", "dkdv": "", "dq": ""}
+
+
+def test_tiles_used_formats_the_autotuners_choice(monkeypatch):
+    class FakeTuned:
+        def __init__(self, cfg):
+            self.best_config = cfg
+
+    cfg = tk._cfg(128, 64, 8, 3)
+    monkeypatch.setattr(tk, "INTERPRET", False)
+    monkeypatch.setattr(tk, "_fwd_tuned", FakeTuned(cfg), raising=False)
+    monkeypatch.setattr(tk, "_dkdv_tuned", FakeTuned(None), raising=False)
+    monkeypatch.setattr(tk, "_dq_tuned", FakeTuned(tk._cfg(64, 32, 4, 2)), raising=False)
+    assert tk.tiles_used() == {"fwd": "BLOCK_M=128 BLOCK_N=64 warps=8 stages=3", "dkdv": "",
+                               "dq": "BLOCK_M=64 BLOCK_N=32 warps=4 stages=2"}

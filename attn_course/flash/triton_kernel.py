@@ -55,7 +55,7 @@ from attn_course.flash.triton_forward import LOG2E, _fwd_kernel
 from attn_course.flash.triton_mode import INTERPRET, interpreter_wanted, triton
 
 __all__ = ["INTERPRET", "INTERPRETER_TILES", "FlashAttentionFunction", "Tiles",
-           "flash_attention", "interpreter_wanted"]
+           "flash_attention", "interpreter_wanted", "tiles_used"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,23 @@ if not INTERPRET:  # the interpreter cannot time anything: it uses fixed tiles i
     _fwd_tuned = _autotuned(_fwd_kernel, _FWD)
     _dkdv_tuned = _autotuned(_bwd_dkdv_kernel, _DKDV)
     _dq_tuned = _autotuned(_bwd_dq_kernel, _DQ)
+
+
+def tiles_used() -> dict[str, str]:
+    """The configuration each autotuned kernel ran with at its last call, for reports.
+
+    {"fwd": "BLOCK_M=128 BLOCK_N=64 warps=8 stages=3", "dkdv": ..., "dq": ...}; a kernel
+    not run yet, or the interpreter's fixed tiles, gives "" for that kernel.
+    """
+    if INTERPRET:
+        return {"fwd": "", "dkdv": "", "dq": ""}
+    used = {}
+    for name, tuned in (("fwd", _fwd_tuned), ("dkdv", _dkdv_tuned), ("dq", _dq_tuned)):
+        cfg = getattr(tuned, "best_config", None)
+        used[name] = "" if cfg is None else (
+            " ".join(f"{k}={v}" for k, v in sorted(cfg.kwargs.items()))
+            + f" warps={cfg.num_warps} stages={cfg.num_stages}")
+    return used
 
 
 # ----------------------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 #
 #     bash benchmarks/gpu_check.sh OUT_DIR        (or: make gpu-check OUT=OUT_DIR)
 #
-# runs the gpu-marked tests of the Triton kernel and benchmarks/flash_gpu.py, and writes
-# everything into OUT_DIR: environment.txt (GPU, versions, attn-course doctor),
-# gpu_tests.log and gpu_tests.xml, benchmark.log, flash_gpu.csv, flash_gpu_summary.csv,
-# flash_gpu_<dtype>.png and summary.txt. Run it from the repository root. It uses the
+# runs the gpu-marked tests of the Triton kernel, benchmarks/flash_gpu.py and the GPU
+# rows of benchmarks/alternatives.py (lecture 10), and writes everything into OUT_DIR:
+# environment.txt (GPU, versions, attn-course doctor), gpu_tests.log and gpu_tests.xml,
+# benchmark.log, flash_gpu.csv, flash_gpu_summary.csv, flash_gpu_<dtype>.png,
+# alternatives.log, alternatives_cuda.csv, alternatives_crossovers_cuda.csv,
+# alternatives_cuda.png and summary.txt. Run it from the repository root. It uses the
 # machine's own Python, torch and triton (PYTHON=python3 unless set) and installs
 # nothing; the package is found through PYTHONPATH. Each step has a time limit so the
 # whole check ends in under 8 minutes on one H100; the benchmark writes its rows as it
@@ -15,8 +17,9 @@
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
 PY=${PYTHON:-python3}
-TEST_LIMIT=${TEST_LIMIT:-180}     # seconds for the gpu tests
-BENCH_BUDGET=${BENCH_BUDGET:-240} # seconds of measuring; the benchmark then writes its files
+TEST_LIMIT=${TEST_LIMIT:-150}     # seconds for the gpu tests
+BENCH_BUDGET=${BENCH_BUDGET:-210} # seconds of measuring; the benchmark then writes its files
+ALT_LIMIT=${ALT_LIMIT:-75}        # seconds for the efficient-attention benchmark
 mkdir -p "$OUT"
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 start=$(date +%s)
@@ -54,9 +57,14 @@ timeout $((BENCH_BUDGET + 45)) "$PY" benchmarks/flash_gpu.py --out "$OUT" \
     --budget-s "$BENCH_BUDGET" 2>&1 | tee "$OUT/benchmark.log"
 bench_rc=${PIPESTATUS[0]}
 
+timeout "$ALT_LIMIT" "$PY" benchmarks/alternatives.py --device cuda --no-errors \
+    --lengths 1024 2048 4096 8192 16384 --out "$OUT" 2>&1 | tee "$OUT/alternatives.log"
+alt_rc=${PIPESTATUS[0]}
+
 {
     echo "gpu tests exit status: $tests_rc (124 = time limit)"
     echo "benchmark exit status: $bench_rc (124 = time limit)"
+    echo "alternatives exit status: $alt_rc (124 = time limit)"
     echo "elapsed: $(( $(date +%s) - start )) s"
 } | tee "$OUT/summary.txt"
-[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$alt_rc" -eq 0 ]

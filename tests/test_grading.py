@@ -14,6 +14,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+import torch
 
 from attn_course.grading import checks, integrity
 from attn_course.grading import notebooks as nbf
@@ -223,6 +224,69 @@ def test_check_no_shortcut():
         checks.check_no_shortcut("lazy", lazy, forbidden={"softmax"})
     with pytest.raises(checks.CheckFailed, match="from attn_course"):
         checks.check_no_shortcut("lazy", lazy)
+
+
+def notebook_functions(source: str, **globals_) -> dict:
+    """The functions that ``source`` defines, as if run in one notebook's globals."""
+    namespace = {"np": np, "torch": torch, **globals_}
+    exec(source, namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("body", [
+    "return torch.softmax(x, -1)",
+    "return torch.nn.functional.softmax(x, dim=-1)",
+    "return x.softmax(-1)",
+    "from torch.nn.functional import softmax as s\n    return s(x, -1)",
+    "import scipy.special\n    return scipy.special.softmax(x)",
+])
+def test_check_no_shortcut_sees_library_softmax_however_reached(body):
+    ns = notebook_functions(f"def attend(x):\n    {body}\n")
+    with pytest.raises(checks.CheckFailed, match=r"(uses|imports) .*softmax|imports scipy"):
+        checks.check_no_shortcut("attend", ns["attend"], forbidden={"softmax"})
+
+
+def test_check_no_shortcut_allows_the_learners_own_softmax():
+    ns = notebook_functions(
+        "def softmax(x):\n    e = np.exp(x - x.max(-1, keepdims=True))\n"
+        "    return e / e.sum(-1, keepdims=True)\n"
+        "def attend(q, k):\n    return softmax(q @ k.T)\n")
+    checks.check_no_shortcut("attend", ns["attend"], forbidden={"softmax"})
+    # ... but a helper of the learner's that itself calls the library is caught
+    ns = notebook_functions("def softmax(x):\n    return torch.softmax(x, -1)\n"
+                            "def attend(q, k):\n    return softmax(q @ k.T)\n")
+    with pytest.raises(checks.CheckFailed, match=r"uses softmax \(in your softmax\)"):
+        checks.check_no_shortcut("attend", ns["attend"], forbidden={"softmax"})
+    # a softmax imported from a library under its own name is not the learner's
+    import scipy.special
+
+    ns = notebook_functions("def attend(q, k):\n    return softmax(q @ k.T)\n",
+                            softmax=scipy.special.softmax)
+    with pytest.raises(checks.CheckFailed, match="uses softmax"):
+        checks.check_no_shortcut("attend", ns["attend"], forbidden={"softmax"})
+
+
+def test_check_no_shortcut_follows_helpers_to_the_course_package():
+    import attn_course.attention as course_attention
+
+    ns = notebook_functions("def helper(q, k, v):\n    return sdpa(q, k, v)\n"
+                            "def attend(q, k, v):\n    return helper(q, k, v)\n",
+                            sdpa=course_attention.sdpa_numpy)
+    with pytest.raises(checks.CheckFailed, match=r"calls sdpa from attn_course.* \(in your helper\)"):
+        checks.check_no_shortcut("attend", ns["attend"])
+    # recursion terminates on mutually recursive helpers
+    ns = notebook_functions("def a(n):\n    return b(n - 1) if n else 0\n"
+                            "def b(n):\n    return a(n - 1) if n else 0\n")
+    checks.check_no_shortcut("a", ns["a"], forbidden={"softmax"})
+
+
+@pytest.mark.parametrize("answer", [np.array([1 + 2j, 3 + 0j]),
+                                    torch.tensor([1 + 2j, 3 + 0j])])
+def test_complex_answers_fail_with_a_message(answer):
+    with pytest.raises(checks.CheckFailed, match="complex"):
+        checks.check_close("kernel", answer, np.array([1.0, 3.0]))
+    with pytest.raises(checks.CheckFailed, match=r"real part"):
+        checks.check_equal("kernel", answer, np.array([1.0, 3.0]))
 
 
 def test_integrity_sees_a_monkeypatch():

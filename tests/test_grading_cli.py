@@ -26,6 +26,7 @@ def test_self_check_passes_a_solution_and_fails_an_exercise(tmp_path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PASS Task 1: cosine_similarity (2/2)" in ok.stdout
     assert "hidden" not in ok.stdout.lower()
+    assert "visible tests only: more tests run when the work is graded" in ok.stdout
     assert "zero vector" not in ok.stdout
     bad = _run("check", ROOT / "exercises" / "01_similarity.ipynb")
     assert bad.returncode == 1

@@ -16,6 +16,7 @@ the numpy functions used here are also bound when this module is imported.
 
 from __future__ import annotations
 
+import dis
 import traceback
 import types
 
@@ -98,7 +99,21 @@ def to_float64(x):
         return None
 
 
+def _is_complex(x) -> bool:
+    if isinstance(x, _Tensor):
+        return bool(_TensorBase.is_complex(x))
+    try:
+        return _asarray(x).dtype.kind == "c"
+    except (TypeError, ValueError):
+        return False
+
+
 def _require_numeric(name: str, actual, hint: str):
+    if _is_complex(actual):
+        raise CheckFailed(name, f"your output is complex ({getattr(actual, 'dtype', '')}); "
+                          f"expected real numbers",
+                          hint or "the answer is real: take the real part (.real) of the "
+                          "complex result at the end")
     a = to_float64(actual)
     if a is None:
         extra = " (did the function forget to return?)" if actual is None else ""
@@ -204,40 +219,82 @@ def check_raises(name: str, fn, *args, exception=ValueError, hint: str = "", **k
     raise CheckFailed(name, f"returned normally; expected {exception.__name__}", hint)
 
 
-def _code_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
-
-
 def check_no_shortcut(name: str, fn, forbidden=(), hint: str = "",
                       modules=("attn_course", "scipy", "sklearn")) -> None:
-    """Pass unless ``fn`` uses a name in ``forbidden`` (e.g. ``softmax`` for the softmax
-    exercise) or a global that comes from one of ``modules`` (a ready-made answer)."""
+    """Pass unless ``fn`` uses a ready-made answer: a library object named in ``forbidden``
+    (e.g. ``softmax``: ``torch.softmax``, ``F.softmax``, ``x.softmax(...)`` or an imported
+    ``softmax``), or anything from one of ``modules``.
+
+    Names are read from the bytecode. A function that the learner defined in the notebook
+    may carry a forbidden name (a hand-written ``def softmax``); it is checked in turn, so
+    a helper cannot hide a shortcut either.
+    """
     _guard(name)
     code = getattr(fn, "__code__", None)
     if code is None:
         raise CheckFailed(name, f"expected a Python function, found {type(fn).__name__}", hint)
-    names = _code_names(code)
-    used = sorted(names & set(forbidden))
-    if used:
-        raise CheckFailed(name, f"uses {', '.join(used)}", hint)
-    scope = dict(fn.__globals__)
-    for var, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
-        names.add(var)
-        try:
-            scope[var] = cell.cell_contents
-        except ValueError:  # an empty closure cell
-            pass
-    for n in sorted(names):
-        obj = scope.get(n)
-        origin = getattr(obj, "__name__", "") if isinstance(obj, types.ModuleType) \
-            else getattr(obj, "__module__", "") or ""
-        if obj is not None and origin.split(".")[0] in modules:
-            raise CheckFailed(name, f"calls {n} from {origin}", hint)
+    forbidden = set(forbidden)
+    seen: set[int] = set()
+
+    def visit(f, where: str) -> None:
+        if id(f) in seen:
+            return
+        seen.add(id(f))
+        scope = dict(f.__globals__)
+        for var, cell in zip(f.__code__.co_freevars, f.__closure__ or (), strict=False):
+            try:
+                scope[var] = cell.cell_contents
+            except ValueError:  # an empty closure cell
+                pass
+        for kind, n in sorted(_code_loads(f.__code__)):
+            if kind == "import":
+                if n.split(".")[0] in modules or set(n.split(".")) & forbidden:
+                    raise CheckFailed(name, f"imports {n}{where}", hint)
+                continue
+            if kind == "attr":
+                if n in forbidden:
+                    raise CheckFailed(name, f"uses {n}{where}", hint)
+                continue
+            obj = scope.get(n)
+            if _learner_defined(obj, fn):
+                visit(obj, f" (in your {n})")
+                continue
+            if n in forbidden:
+                raise CheckFailed(name, f"uses {n}{where}", hint)
+            origin = getattr(obj, "__name__", "") if isinstance(obj, types.ModuleType) \
+                else getattr(obj, "__module__", "") or ""
+            if obj is not None and origin.split(".")[0] in modules:
+                raise CheckFailed(name, f"calls {n} from {origin}{where}", hint)
+
+    visit(fn, "")
     _print(f"PASS {name}")
+
+
+def _learner_defined(obj, fn) -> bool:
+    """Whether ``obj`` is a function defined in ``fn``'s notebook (it shares its globals)."""
+    if isinstance(obj, types.FunctionType):
+        return obj.__globals__ is fn.__globals__
+    return False
+
+
+def _code_loads(code: types.CodeType) -> set[tuple[str, str]]:
+    """{(kind, name)} read by ``code`` and the code nested in it: kind "attr" for
+    attribute and ``from ... import`` names, "import" for imported modules, "global" for
+    global and closure names (local variables are the function's own)."""
+    found = set()
+    for ins in dis.get_instructions(code):
+        op = ins.opname
+        if op in ("LOAD_ATTR", "LOAD_METHOD", "LOAD_SUPER_ATTR", "IMPORT_FROM"):
+            found.add(("attr", str(ins.argval)))
+        elif op == "IMPORT_NAME":
+            found.add(("import", str(ins.argval)))
+        elif op in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF",
+                    "LOAD_FROM_DICT_OR_DEREF", "LOAD_FROM_DICT_OR_GLOBALS"):
+            found.add(("global", str(ins.argval)))
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found |= _code_loads(const)
+    return found
 
 
 integrity.ensure_snapshot()

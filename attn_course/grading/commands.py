@@ -84,6 +84,8 @@ def cmd_check(args) -> int:
         result = grade_notebook("self-check", path, sources, _limits(args),
                                 visible_only=bool(args.source), fork_server=server.path)
     print(format_result(result))
+    print("These are the visible tests only: more tests run when the work is graded, so "
+          "the grade can be lower than this.")
     ok = result.status == GRADED and result.tests and all(t.passed for t in result.tests)
     return 0 if ok else 1
 

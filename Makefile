@@ -14,7 +14,8 @@ SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 THREADS := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: setup lab test lint release-check unit notebooks browser browser-deps doctor clean
+.PHONY: setup lab test lint release-check unit notebooks browser browser-deps doctor clean \
+        check learner-copy
 
 setup: $(STAMP)
 
@@ -55,7 +56,27 @@ browser-deps:
 release-check: setup
 	$(BIN)/attn-course release --check
 
+ifneq ($(wildcard solutions tests),)
 test: lint release-check unit notebooks browser
+else
+test:
+	@echo "This is a learner's copy of the course: it has no tests or solutions. The full course repository runs them with 'make test'."
+endif
+
+# A learner's self-check from the shell: make check NB=exercises/02_softmax.ipynb
+check: setup
+	@test -n "$(NB)" || { echo "usage: make check NB=exercises/02_softmax.ipynb"; exit 2; }
+	$(BIN)/attn-course check $(NB)
+
+# What a class receives: the committed course without solutions/ (answers and hidden
+# tests), tests/ and CI. Push DEST to its own repository and hand that out.
+learner-copy:
+	@test -n "$(DEST)" || { echo "usage: make learner-copy DEST=../attn-course-learners"; exit 2; }
+	@test ! -e "$(DEST)" || { echo "$(DEST) exists: choose a new folder"; exit 2; }
+	mkdir -p $(DEST)
+	git archive HEAD | tar -x -C $(DEST)
+	rm -rf $(DEST)/solutions $(DEST)/tests $(DEST)/.ci
+	@echo "wrote $(DEST) from commit $$(git rev-parse --short HEAD) (uncommitted changes are not in it)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -421,3 +421,25 @@ def test_only_the_best_copy_of_a_notebook_counts():
     _keep_best(rows, NotebookResult("alice", "01_similarity", 2, 6, "graded", ""))
     assert [(r.notebook, r.score) for r in rows] == [("02_softmax", 7), ("01_similarity", 2)]
     assert "best one counts" in rows[0].reason
+
+
+def test_discover_names_nbgrader_submissions_after_the_student(tmp_path):
+    from attn_course.grading.grader import discover
+
+    for student in ("alice", "bob"):
+        folder = tmp_path / "submitted" / student / "02_softmax"
+        folder.mkdir(parents=True)
+        (folder / "02_softmax.ipynb").write_text("{}")
+    (tmp_path / "carol").mkdir()
+    (tmp_path / "carol" / "work.ipynb").write_text("{}")
+    args = [tmp_path / "submitted" / "alice" / "02_softmax",
+            tmp_path / "submitted" / "bob" / "02_softmax", tmp_path / "carol",
+            tmp_path / "carol", tmp_path / "missing.ipynb"]
+    found = discover(args)
+    assert [name for name, _, _ in found] == [
+        "alice-02_softmax", "bob-02_softmax", "carol", "carol-2", "missing"]
+    assert [len(nbs) for _, nbs, _ in found] == [1, 1, 1, 1, 0]
+    assert "does not exist" in found[-1][2]
+    # distinct folder names stay as they are
+    assert [n for n, _, _ in discover([tmp_path / "submitted" / "alice",
+                                       tmp_path / "submitted" / "bob"])] == ["alice", "bob"]

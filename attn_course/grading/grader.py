@@ -42,20 +42,45 @@ def load_sources(source) -> dict:
 
 
 def discover(paths) -> list[tuple[str, list[Path], str]]:
-    """``[(name, notebooks, problem)]``, one per SUBMISSION argument, names made unique."""
-    found, used = [], set()
+    """``[(name, notebooks, problem)]``, one per SUBMISSION argument.
+
+    A submission is named after its folder (or the notebook's stem). When several share
+    that name, as in nbgrader's ``submitted/<student>/<assignment>`` layout, the folders
+    above are prefixed until the names differ (``alice-02_softmax``, ``bob-02_softmax``),
+    so that every row of the gradebook says whose work it is; the same path given twice
+    gets ``-2``, ``-3``.
+    """
+    entries = []
     for arg in paths:
         p = Path(arg)
         if p.is_dir():
             nbs = sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
-            name = p.resolve().name
             problem = "" if nbs else f"no .ipynb file in {p}"
+            parts = p.resolve().parts
         elif p.exists():
-            nbs, name, problem = [p], p.stem, ""
+            nbs, problem = [p], ""
+            parts = (*p.resolve().parent.parts, p.stem)
         else:
-            nbs, name, problem = [], p.stem, f"{p} does not exist"
-        base, k = name or "submission", 2
-        name = base
+            nbs, problem = [], f"{p} does not exist"
+            parts = (*p.absolute().parent.parts, p.stem)
+        entries.append(([x for x in parts if x not in ("/", "")] or ["submission"], nbs, problem))
+
+    def tail(parts, k):
+        return "-".join(parts[-k:])
+
+    names = [tail(parts, 1) for parts, _, _ in entries]
+    for k in range(2, max(len(parts) for parts, _, _ in entries) + 1):
+        owners: dict[str, set] = {}
+        for n, (parts, _, _) in zip(names, entries, strict=True):
+            owners.setdefault(n, set()).add(tuple(parts))
+        clash = {n for n, who in owners.items() if len(who) > 1}  # different folders
+        if not clash:
+            break
+        names = [tail(parts, k) if n in clash else n
+                 for n, (parts, _, _) in zip(names, entries, strict=True)]
+    found, used = [], set()
+    for base, (_, nbs, problem) in zip(names, entries, strict=True):
+        name, k = base, 2
         while name in used:
             name, k = f"{base}-{k}", k + 1
         used.add(name)

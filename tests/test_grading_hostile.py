@@ -88,6 +88,10 @@ def make_submissions(d: Path) -> dict[str, Path]:
             "    for i in range(50):\n"
             "        f.write(json.dumps({'event': 'cell', 'index': i, 'outcome': 'ok'}) + '\\n')\n"
             "import os\nassert not os.path.exists('../notebook.ipynb')  # hidden tests not on disk"),
+        "loud_and_wrong": _with_answer(  # prints past the output cap, then fails a test
+            "import sys\n" + NAIVE + "\n_quiet = stable_softmax\n\n"
+            "def stable_softmax(x, axis=-1):\n    sys.stdout.write('y' * 2_000_000)\n"
+            "    return _quiet(x, axis)"),
         "swallow_errors": _with_answer(
             "get_ipython().set_custom_exc((Exception,), lambda *a, **k: None)\n" + NAIVE),
     }
@@ -162,6 +166,7 @@ EXPECTED = {
     "monkeypatch": "graded",
     "forge_progress": "graded",
     "swallow_errors": "graded",
+    "loud_and_wrong": "graded",
     "deleted_test": "graded",
     "edited_test": "graded",
     "no_metadata": "test cells missing",
@@ -215,6 +220,15 @@ def test_output_and_warnings_do_not_fail_tests(hostile):
     _, rows = hostile
     for name in ("big_output", "stderr_warnings"):
         assert float(rows[name]["score"]) == float(rows[name]["max"]) == 7, rows[name]
+
+
+def test_a_failure_after_huge_output_is_still_reported(hostile):
+    out, rows = hostile
+    task1 = _tests(out, "loud_and_wrong")["Task 1: stable_softmax"]
+    assert task1["score"] == 0
+    assert "FAIL" in task1["output"], task1["output"][-2000:]
+    assert "not displayed" not in task1["output"]
+    assert float(rows["loud_and_wrong"]["score"]) == 4, rows["loud_and_wrong"]
 
 
 def test_deleted_or_edited_tests_are_restored(hostile):

@@ -103,6 +103,8 @@ def make_client(nb, cell_timeout: float, output_limit: int, ipc_dir: str,
             self.sizes: dict[int, int] = {}
 
         def output(self, outs, msg, display_id, cell_index):
+            if msg.get("msg_type") == "error":  # the failure itself is always kept
+                return super().output(outs, msg, display_id, cell_index)
             size = len(json.dumps(msg.get("content", {})))
             used = self.sizes.get(cell_index, 0)
             self.sizes[cell_index] = used + size
@@ -177,10 +179,10 @@ def run(nb_path: str, progress_path: str, cell_timeout: float, output_limit: int
         log.flush()
 
     client = make_client(nb, cell_timeout, output_limit, ipc_dir, fork_socket, memory, files)
-    replies: dict[int, str] = {}
+    replies: dict[int, dict] = {}
 
     def on_executed(cell, cell_index, execute_reply):
-        replies[cell_index] = execute_reply.get("content", {}).get("status", "")
+        replies[cell_index] = execute_reply.get("content", {})
 
     client.on_cell_executed = on_executed
     kernel_pid = None
@@ -209,13 +211,18 @@ def run(nb_path: str, progress_path: str, cell_timeout: float, output_limit: int
                     break
                 overruns = 0
                 rec = summarize(cell)
-                reply = replies.get(i, "ok")
+                content = replies.get(i, {})
+                reply = content.get("status", "ok")
                 if reply == "aborted":  # the kernel refused to run it
                     rec["outcome"] = "aborted"
                 elif reply != "ok" and rec["outcome"] == "ok":
-                    rec.update(outcome="error", ename="HiddenError",
-                               evalue="the cell failed but its error was not shown "
-                                      "(was IPython's error display changed?)")
+                    # The reply names the error even when no error output was displayed
+                    # (IPython's error display replaced by the notebook's code).
+                    ename = str(content.get("ename") or "HiddenError")
+                    evalue = str(content.get("evalue") or "")
+                    rec.update(outcome="error", ename=ename, evalue=_clip(
+                        evalue + " (the cell failed but its error was not displayed: was "
+                                 "IPython's error display changed?)"))
                 emit(event="cell", index=i, seconds=round(time.monotonic() - start, 3), **rec)
     finally:
         try:

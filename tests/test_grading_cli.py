@@ -69,9 +69,18 @@ def test_gradescope_bundle_grades_a_submission(tmp_path):
 
 
 def test_gradescope_needs_a_notebook_with_test_cells(tmp_path):
-    proc = _run("gradescope", ROOT / "exercises" / "02_softmax.ipynb", "--out",
-                tmp_path / "a.zip")
-    assert proc.returncode == 0  # exercises keep their (visible) test cells
     proc = _run("gradescope", ROOT / "README.md", "--out", tmp_path / "b.zip")
     assert proc.returncode == 2
     assert "README.md" in proc.stderr
+
+
+def test_a_released_copy_is_refused_as_a_grading_source(tmp_path):
+    exercise = ROOT / "exercises" / "02_softmax.ipynb"
+    bundle = _run("gradescope", exercise, "--out", tmp_path / "a.zip")
+    assert bundle.returncode == 2
+    assert "released copy" in bundle.stderr
+    assert not (tmp_path / "a.zip").exists()
+    graded = _run("grade", exercise, "--source", ROOT / "exercises", "--out", tmp_path / "g")
+    assert graded.returncode == 2
+    assert "released copy" in graded.stderr
+    assert "solutions/" in graded.stderr

@@ -70,7 +70,11 @@ def cmd_check(args) -> int:
         print(f"attn-course check: NOTEBOOK {str(path)!r} is not a file", file=sys.stderr)
         return 2
     if args.source:
-        sources = load_sources(args.source)
+        try:
+            sources = load_sources(args.source)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"attn-course check: {exc}", file=sys.stderr)
+            return 2
     else:  # the notebook's own (visible) test cells
         try:
             sources = {path.stem: nbf.read_notebook(path)}

@@ -38,6 +38,9 @@ def load_sources(source) -> dict:
             out[name] = nbf.read_notebook(path)
         except nbf.UnreadableNotebook as exc:
             raise ValueError(f"source notebook {path} is unreadable: {exc}") from None
+        problem = nbf.released_copy_problem(out[name], path)
+        if problem:
+            raise ValueError(problem)
     return out
 
 

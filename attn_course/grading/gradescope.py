@@ -84,6 +84,9 @@ def build_bundle(notebook, out, cell_timeout: float = 60, timeout: float = 600) 
     if not any(nbf.is_test(c) for c in nb.cells):
         raise ValueError(f"{notebook} has no nbgrader test cell: pass a source notebook from "
                          f"solutions/, not an exercise")
+    problem = nbf.released_copy_problem(nb, notebook)
+    if problem:
+        raise ValueError(problem)
     root = course_root()
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:

@@ -74,6 +74,22 @@ def test_title(cell) -> str:
     return grade_id(cell) or "test"
 
 
+def released_copy_problem(nb, path) -> str | None:
+    """Why ``nb`` cannot serve as a grading source, or None.
+
+    A source has its answers between ``### BEGIN SOLUTION`` markers; a learner's copy
+    made by ``attn-course release`` has checksums and no answers, and grading with it
+    would run the visible tests only (and score stubs as answers).
+    """
+    if any("checksum" in meta(c) for c in nb.cells):
+        return (f"{path} is a released copy (it carries nbgrader checksums): pass the source "
+                f"notebook from solutions/, which has the answers and the hidden tests")
+    if not any(BEGIN_SOLUTION in c.source for c in nb.cells if is_answer(c)):
+        return (f"{path} has no '### {BEGIN_SOLUTION}' answer: pass the source notebook from "
+                f"solutions/")
+    return None
+
+
 def read_notebook(path) -> nbformat.NotebookNode:
     """Read ``path`` as an nbformat-4 notebook or raise :class:`UnreadableNotebook`."""
     path = Path(path)

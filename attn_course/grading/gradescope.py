@@ -39,6 +39,10 @@ if [ -z "$PY" ]; then
   apt-get install -y --no-install-recommends python3.11 python3.11-venv
   PY=python3.11
 fi
+if ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then  # Debian splits venv out
+  apt-get update
+  apt-get install -y --no-install-recommends "$PY-venv"
+fi
 "$PY" -m venv /autograder/venv
 /autograder/venv/bin/pip install --upgrade pip
 # CPU-only torch: the grader needs no GPU, and the CUDA build is gigabytes larger.

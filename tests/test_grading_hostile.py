@@ -196,6 +196,8 @@ def test_reasons_are_readable(hostile):
     assert "cell-timeout" in rows["infinite_loop"]["reason"]
     assert "kernel died" in rows["os_exit"]["reason"]
     assert "grade id" in rows["no_metadata"]["reason"]
+    assert "not an exercise notebook" in rows["no_metadata"]["reason"]
+    assert float(rows["no_metadata"]["max"]) == 7  # named like 02_softmax: its points count
     assert "SyntaxError" in _tests(out, "syntax_error")["Task 1: stable_softmax"]["output"]
 
 

@@ -111,12 +111,14 @@ def grade_notebook(submission: str, path: Path, sources: dict, limits: Limits,
                               UNREADABLE, str(exc))
     name = pick_source(path, nb, sources)
     if name is None:
+        src = sources.get(path.stem)  # named like an exercise: its points are what is lost
         return NotebookResult(
-            submission, path.stem, 0.0, 0.0, MISSING,
+            submission, path.stem, 0.0, nbf.max_points(src) if src else 0.0, MISSING,
             f"no cell of {path.name} carries the grade id of a cell in the source notebooks "
-            f"({', '.join(sorted(sources))}); the nbgrader metadata was removed (copying "
-            f"cells into a new notebook does that): paste your answers into a fresh copy "
-            f"of the exercise notebook")
+            f"({', '.join(sorted(sources))}): either it is not an exercise notebook (a "
+            f"lecture notebook or another file was submitted), or its nbgrader metadata "
+            f"was removed (copying cells into a new notebook does that): paste your answers "
+            f"into a fresh copy of the exercise notebook")
     source = sources[name]
     if visible_only:
         from attn_course.grading.release import release_notebook

@@ -27,7 +27,7 @@ from attn_course.grading import integrity
 
 __all__ = [
     "CheckFailed", "call", "check", "check_close", "check_equal", "check_no_shortcut",
-    "check_raises", "check_shape", "check_sums_to_one",
+    "check_raises", "check_shape", "check_sums_to_one", "to_float64",
 ]
 
 # Bound now, before any learner code runs (see the module docstring).

@@ -11,6 +11,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent / "attn-course"
 
@@ -84,3 +86,21 @@ def test_a_released_copy_is_refused_as_a_grading_source(tmp_path):
     assert graded.returncode == 2
     assert "released copy" in graded.stderr
     assert "solutions/" in graded.stderr
+
+
+def test_gradescope_visibility_reaches_every_test(tmp_path):
+    from attn_course.grading import commands, reports
+    from attn_course.grading.scoring import NotebookResult, TestResult
+
+    assert commands.VISIBILITIES == reports.VISIBILITIES
+    r = NotebookResult("s", "02_softmax", 1.0, 2.0, "graded", "",
+                       tests=[TestResult("Task 1", "t1", 1.0, 2.0, "FAIL x")])
+    for vis in reports.VISIBILITIES:
+        assert {t["visibility"] for t in reports.gradescope_results([r], vis)["tests"]} == {vis}
+    with pytest.raises(ValueError, match="visibility must be one of"):
+        reports.gradescope_results([r], "later")
+    proc = _run("gradescope", ROOT / "solutions" / "02_softmax.ipynb", "--out",
+                tmp_path / "a.zip", "--visibility", "after_published")
+    assert proc.returncode == 0, proc.stderr
+    with zipfile.ZipFile(tmp_path / "a.zip") as z:
+        assert "--visibility after_published" in z.read("run_autograder").decode()

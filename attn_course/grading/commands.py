@@ -10,6 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+# reports.VISIBILITIES, spelled out so that building the parser imports nothing (tested)
+VISIBILITIES = ("visible", "after_due_date", "after_published", "hidden")
+
 
 def _positive(kind):
     def parse(text: str):
@@ -103,7 +106,8 @@ def cmd_grade(args) -> int:
 
     try:
         results = grade_all(args.submissions, args.source, args.out, _limits(args),
-                            jobs=args.jobs, progress=not args.no_progress, server=server)
+                            jobs=args.jobs, progress=not args.no_progress, server=server,
+                            visibility=args.visibility)
     except (FileNotFoundError, ValueError) as exc:
         print(f"attn-course grade: {exc}", file=sys.stderr)
         return 2
@@ -122,7 +126,7 @@ def cmd_gradescope(args) -> int:
 
     try:
         path = build_bundle(args.notebook, args.out, cell_timeout=args.cell_timeout,
-                            timeout=args.timeout)
+                            timeout=args.timeout, visibility=args.visibility)
     except (FileNotFoundError, ValueError, UnreadableNotebook) as exc:
         print(f"attn-course gradescope: {exc}", file=sys.stderr)
         return 2
@@ -156,6 +160,8 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=_positive(int), default=1, metavar="N",
                    help="notebooks graded at once (default 1; one per core is a good choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--visibility", default="visible", choices=VISIBILITIES,
+                   help="when Gradescope shows learners each test's result (results.json)")
     _add_limits(p, cell_timeout=30, timeout=300)
     p.set_defaults(func=cmd_grade)
 
@@ -164,4 +170,8 @@ def register(sub) -> None:
     p.add_argument("--out", default="autograder.zip", help="the zip to write")
     p.add_argument("--cell-timeout", type=_positive(float), default=60, metavar="S")
     p.add_argument("--timeout", type=_positive(float), default=600, metavar="S")
+    p.add_argument("--visibility", default="visible", choices=VISIBILITIES,
+                   help="when learners see each test's result: 'visible' (at once, the "
+                        "default: the hints are the feedback), 'after_published' keeps "
+                        "the hidden tests' results from being probed by resubmitting")
     p.set_defaults(func=cmd_gradescope)

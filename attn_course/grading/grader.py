@@ -164,13 +164,19 @@ def _keep_best(rows: list[NotebookResult], r: NotebookResult) -> None:
 
 
 def grade_all(paths, source, out_dir, limits: Limits, jobs: int = 1,
-              progress: bool = True, server=None) -> list[NotebookResult]:
+              progress: bool = True, server=None,
+              visibility: str = "visible") -> list[NotebookResult]:
     """Grade every SUBMISSION in ``paths``; write ``out_dir``'s reports; return the rows.
+
+    ``visibility``: when Gradescope shows each test's result to learners (results.json).
 
     ``server``: a started :class:`~attn_course.grading.forkserver.ForkServer` (it is
     closed here), else one is started.
     """
     try:
+        if visibility not in reports.VISIBILITIES:
+            raise ValueError(f"visibility must be one of {', '.join(reports.VISIBILITIES)}, "
+                             f"got {visibility!r}")
         sources = load_sources(source)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,14 +187,14 @@ def grade_all(paths, source, out_dir, limits: Limits, jobs: int = 1,
     server = server or start_fork_server()  # it preloads while the rest gets ready
     try:
         return _grade_batch(discover(paths), sources, out_dir, limits, jobs, progress,
-                            server.path if server else "")
+                            server.path if server else "", visibility)
     finally:
         if server:
             server.close()
 
 
 def _grade_batch(subs, sources, out_dir: Path, limits: Limits, jobs: int, progress: bool,
-                 fork_server: str) -> list[NotebookResult]:
+                 fork_server: str, visibility: str = "visible") -> list[NotebookResult]:
     results: list[NotebookResult] = []
     per_sub: dict[str, list[NotebookResult]] = {name: [] for name, _, _ in subs}
     remaining = {name: len(nbs) for name, nbs, _ in subs}
@@ -200,7 +206,8 @@ def _grade_batch(subs, sources, out_dir: Path, limits: Limits, jobs: int, progre
             _keep_best(per_sub[r.submission], r)
             remaining[r.submission] -= 1
             if remaining[r.submission] <= 0:
-                reports.write_results_json(out_dir, r.submission, per_sub[r.submission])
+                reports.write_results_json(out_dir, r.submission, per_sub[r.submission],
+                                           visibility)
             reports.write_gradebook(out_dir, results)
 
     tasks = []

@@ -60,7 +60,8 @@ BIN="${{ATTN_COURSE_BIN:-$ROOT/venv/bin/attn-course}}"
 OUT="$(mktemp -d)"
 mkdir -p "$ROOT/results"
 "$BIN" grade "$ROOT/submission" --source "$ROOT/source/solutions" --out "$OUT" \\
-  --jobs 1 --cell-timeout {cell_timeout:g} --timeout {timeout:g} --no-progress
+  --jobs 1 --cell-timeout {cell_timeout:g} --timeout {timeout:g} --no-progress \\
+  --visibility {visibility}
 if [ -f "$OUT/submission/results.json" ]; then
   cp "$OUT/submission/results.json" "$ROOT/results/results.json"
 else
@@ -81,7 +82,8 @@ def course_root() -> Path:
     return root
 
 
-def build_bundle(notebook, out, cell_timeout: float = 60, timeout: float = 600) -> Path:
+def build_bundle(notebook, out, cell_timeout: float = 60, timeout: float = 600,
+                 visibility: str = "visible") -> Path:
     """Write the zip for source ``notebook`` to ``out``; return its path."""
     notebook, out = Path(notebook), Path(out)
     nb = nbf.read_notebook(notebook)
@@ -102,7 +104,7 @@ def build_bundle(notebook, out, cell_timeout: float = 60, timeout: float = 600) 
             z.writestr(info, data)
 
         add("setup.sh", SETUP_SH.encode(), executable=True)
-        add("run_autograder", RUN_AUTOGRADER.format(cell_timeout=cell_timeout,
+        add("run_autograder", RUN_AUTOGRADER.format(cell_timeout=cell_timeout, visibility=visibility,
                                                     timeout=timeout).encode(), executable=True)
         for name in PACKAGE_FILES:
             if (root / name).is_file():

@@ -23,8 +23,16 @@ def _num(x: float):
     return int(x) if float(x).is_integer() else round(x, 4)
 
 
-def gradescope_results(results: list[NotebookResult]) -> dict:
-    """Gradescope's results.json content for one submission's notebooks."""
+#: Gradescope's values for a test's ``visibility``: when learners see its result.
+VISIBILITIES = ("visible", "after_due_date", "after_published", "hidden")
+
+
+def gradescope_results(results: list[NotebookResult], visibility: str = "visible") -> dict:
+    """Gradescope's results.json content for one submission's notebooks; ``visibility``
+    says when learners see each test's result (one of :data:`VISIBILITIES`)."""
+    if visibility not in VISIBILITIES:
+        raise ValueError(f"visibility must be one of {', '.join(VISIBILITIES)}, "
+                         f"got {visibility!r}")
     tests, lines = [], []
     for r in results:
         lines.append(f"{r.notebook}: {_num(r.score)}/{_num(r.max_score)} ({r.status})"
@@ -33,7 +41,7 @@ def gradescope_results(results: list[NotebookResult]) -> dict:
             tests.append({"name": f"{r.notebook}: {t.name}", "score": _num(t.score),
                           "max_score": _num(t.max_score),
                           "status": "passed" if t.passed else "failed",
-                          "output": t.output, "visibility": "visible"})
+                          "output": t.output, "visibility": visibility})
     return {
         "score": _num(sum(r.score for r in results)),
         "max_score": _num(sum(r.max_score for r in results)),
@@ -50,9 +58,10 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_results_json(out_dir: Path, submission: str, results: list[NotebookResult]) -> Path:
+def write_results_json(out_dir: Path, submission: str, results: list[NotebookResult],
+                       visibility: str = "visible") -> Path:
     path = Path(out_dir) / submission / "results.json"
-    _atomic_write(path, json.dumps(gradescope_results(results), indent=2) + "\n")
+    _atomic_write(path, json.dumps(gradescope_results(results, visibility), indent=2) + "\n")
     return path
 
 

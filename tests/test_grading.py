@@ -443,3 +443,61 @@ def test_discover_names_nbgrader_submissions_after_the_student(tmp_path):
     # distinct folder names stay as they are
     assert [n for n, _, _ in discover([tmp_path / "submitted" / "alice",
                                        tmp_path / "submitted" / "bob"])] == ["alice", "bob"]
+
+
+def test_call_names_an_argument_changed_in_place():
+    def subtract_max(x):
+        x -= x.max()
+        return np.exp(x)
+
+    def honest(x):
+        return np.exp(x - x.max())
+
+    x = np.array([1.0, np.nan, 3.0])
+    checks.call(honest, x)  # NaN inputs do not count as a change
+    with pytest.raises(checks.CheckFailed, match=r"changed its argument `x` in place"):
+        checks.call(subtract_max, x.copy())
+
+    def scale_(q, k, scale=1.0):
+        q.mul_(scale)
+        return q @ k.T
+
+    q, k = torch.randn(2, 3), torch.randn(2, 3)
+    with pytest.raises(checks.CheckFailed, match=r"`q` in place"):
+        checks.call(scale_, q, k, scale=0.5)
+    with pytest.raises(checks.CheckFailed, match=r"`k` in place"):
+        checks.call(lambda q, k: k.zero_(), q, k)
+    q = torch.randn(2, 3)
+    checks.call(scale_, q, k, scale=0.5, copy_args=False)  # opted out: mutation allowed
+
+
+def test_call_shows_the_hint_when_the_answer_raises():
+    def broken(dt, A):
+        return dt * A
+
+    with pytest.raises(checks.CheckFailed, match=r"(?s)raised RuntimeError.*hint: dt\[:, None\]"):
+        checks.call(broken, torch.ones(4), torch.ones(4, 3), hint="dt[:, None] * A")
+
+
+def test_check_no_shortcut_sees_an_alias():
+    ns = notebook_functions("from torch import cumsum as running_total\n"
+                            "def prefix(x):\n    return running_total(x, 0)\n")
+    with pytest.raises(checks.CheckFailed, match=r"uses cumsum \(as running_total\)"):
+        checks.check_no_shortcut("prefix", ns["prefix"], forbidden={"cumsum"})
+    import functools
+
+    ns = notebook_functions("def prefix(x):\n    return total(x)\n",
+                            total=functools.partial(torch.cumsum, dim=0))
+    with pytest.raises(checks.CheckFailed, match=r"uses cumsum \(as total\)"):
+        checks.check_no_shortcut("prefix", ns["prefix"], forbidden={"cumsum"})
+
+
+def test_check_type():
+    checks.check_type("mask", np.zeros(2, bool), "numpy")
+    checks.check_type("mask", torch.zeros(2, dtype=torch.bool), "torch")
+    with pytest.raises(checks.CheckFailed, match=r"returned numpy.ndarray, expected a torch"):
+        checks.check_type("mask", np.zeros(2, bool), "torch")
+    with pytest.raises(checks.CheckFailed, match=r"returned torch.Tensor, expected a numpy"):
+        checks.check_type("mask", torch.zeros(2), "numpy")
+    with pytest.raises(ValueError, match="kind must be"):
+        checks.check_type("mask", torch.zeros(2), "jax")

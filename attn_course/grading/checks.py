@@ -17,6 +17,7 @@ the numpy functions used here are also bound when this module is imported.
 from __future__ import annotations
 
 import dis
+import inspect
 import traceback
 import types
 
@@ -27,7 +28,7 @@ from attn_course.grading import integrity
 
 __all__ = [
     "CheckFailed", "call", "check", "check_close", "check_equal", "check_no_shortcut",
-    "check_raises", "check_shape", "check_sums_to_one", "to_float64",
+    "check_raises", "check_shape", "check_sums_to_one", "check_type", "to_float64",
 ]
 
 # Bound now, before any learner code runs (see the module docstring).
@@ -67,15 +68,22 @@ def _where(exc: BaseException) -> str:
     return f" (line {f.lineno}: `{line}`)" if line else f" (line {f.lineno})"
 
 
-def call(fn, *args, **kwargs):
-    """Call the learner's ``fn``; turn a missing or crashing answer into a readable FAIL."""
+def call(fn, *args, hint: str = "", copy_args: bool = True, **kwargs):
+    """Call the learner's ``fn``; turn a missing or crashing answer into a readable FAIL.
+
+    ``hint`` is shown when the answer raises. With ``copy_args`` (the default) the numpy
+    arrays and torch tensors among the arguments are snapshot first, and an answer that
+    changed one in place fails with a message naming the argument, rather than with a
+    misleading comparison against a reference computed from the changed values.
+    """
     name = getattr(fn, "__name__", repr(fn))
     _guard(name)
     if not callable(fn):
         raise CheckFailed(name, f"expected a function, found {type(fn).__name__}",
                           "run the answer cell that defines it (def ...) first")
+    given = _copies(args, kwargs) if copy_args else None
     try:
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
     except NotImplementedError:
         raise CheckFailed(name, "not written yet: the answer cell still raises "
                           "NotImplementedError",
@@ -83,7 +91,58 @@ def call(fn, *args, **kwargs):
     except CheckFailed:
         raise
     except Exception as exc:  # the learner's bug, reported in one line
-        raise CheckFailed(name, f"raised {type(exc).__name__}: {exc}{_where(exc)}") from None
+        raise CheckFailed(name, f"raised {type(exc).__name__}: {exc}{_where(exc)}",
+                          hint) from None
+    if given is not None:
+        _check_unchanged(name, fn, args, kwargs, given)
+    return result
+
+
+def _array_like(x) -> bool:
+    return isinstance(x, (np.ndarray, _Tensor))
+
+
+def _snapshot(x):
+    if isinstance(x, _Tensor):
+        return _TensorBase.clone(_TensorBase.detach(x))
+    return x.copy()
+
+
+def _copies(args, kwargs) -> dict:
+    """Snapshots of the array arguments, by position or keyword."""
+    snap = {i: _snapshot(a) for i, a in enumerate(args) if _array_like(a)}
+    snap.update({k: _snapshot(v) for k, v in kwargs.items() if _array_like(v)})
+    return snap
+
+
+def _same(a, b) -> bool:
+    """Same shape, dtype and values (NaN equal to NaN)."""
+    if isinstance(a, _Tensor):
+        a = _TensorBase.detach(a)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        equal = a == b
+        if a.is_floating_point() or a.is_complex():
+            equal = equal | (a.isnan() & b.isnan())
+        return bool(equal.all())
+    return a.shape == b.shape and a.dtype == b.dtype and bool(
+        np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def _check_unchanged(name: str, fn, args, kwargs, given: dict) -> None:
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        params = []
+    for key, before in given.items():
+        now = args[key] if isinstance(key, int) else kwargs[key]
+        if not _same(now, before):
+            arg = key if isinstance(key, str) else (
+                params[key] if key < len(params) else f"argument {key + 1}")
+            raise CheckFailed(name, f"changed its argument `{arg}` in place",
+                              "compute into a new array (x = x - m, not x -= m; "
+                              "no out=, no in-place methods such as mul_): the caller's "
+                              "values must stay as they were")
 
 
 def to_float64(x):
@@ -186,6 +245,23 @@ def check_equal(name: str, actual, expected, hint: str = "", dtype: str | None =
     _print(f"PASS {name}")
 
 
+def check_type(name: str, actual, kind: str, hint: str = "") -> None:
+    """Pass when ``actual`` is a numpy array (``kind="numpy"``) or a torch tensor
+    (``kind="torch"``), as the task asks."""
+    _guard(name)
+    wanted = {"numpy": np.ndarray, "torch": _Tensor}
+    if kind not in wanted:
+        raise ValueError(f"kind must be 'numpy' or 'torch', got {kind!r}")
+    if not isinstance(actual, wanted[kind]):
+        what = "a numpy array" if kind == "numpy" else "a torch tensor"
+        got = type(actual).__module__.split(".")[0] + "." + type(actual).__name__
+        raise CheckFailed(name, f"returned {got}, expected {what}",
+                          hint or ("the task works in numpy: build the result with np.*"
+                                   if kind == "numpy" else
+                                   "the task works in torch: build the result with torch.*"))
+    _print(f"PASS {name}")
+
+
 def check_sums_to_one(name: str, probs, axis: int = -1, hint: str = "") -> None:
     """Pass when ``probs`` is non-negative and sums to 1 along ``axis``."""
     _guard(name)
@@ -259,8 +335,10 @@ def check_no_shortcut(name: str, fn, forbidden=(), hint: str = "",
             if _learner_defined(obj, fn):
                 visit(obj, f" (in your {n})")
                 continue
-            if n in forbidden:
-                raise CheckFailed(name, f"uses {n}{where}", hint)
+            real = _library_name(obj)
+            if n in forbidden or real in forbidden:
+                shown = n if n in forbidden or not real else f"{real} (as {n})"
+                raise CheckFailed(name, f"uses {shown}{where}", hint)
             origin = getattr(obj, "__name__", "") if isinstance(obj, types.ModuleType) \
                 else getattr(obj, "__module__", "") or ""
             if obj is not None and origin.split(".")[0] in modules:
@@ -268,6 +346,16 @@ def check_no_shortcut(name: str, fn, forbidden=(), hint: str = "",
 
     visit(fn, "")
     _print(f"PASS {name}")
+
+
+def _library_name(obj) -> str:
+    """The name a library object was defined with (``cumsum`` for ``from torch import
+    cumsum as total``), looking through ``functools.partial``; "" for other objects."""
+    obj = getattr(obj, "func", obj) if type(obj).__name__ == "partial" else obj
+    if isinstance(obj, types.ModuleType):
+        return ""
+    name = getattr(obj, "__name__", "")
+    return name if isinstance(name, str) else ""
 
 
 def _learner_defined(obj, fn) -> bool:

@@ -501,3 +501,20 @@ def test_check_type():
         checks.check_type("mask", torch.zeros(2), "numpy")
     with pytest.raises(ValueError, match="kind must be"):
         checks.check_type("mask", torch.zeros(2), "jax")
+
+
+def test_python_loop_in_finds_loops_and_looping_calls():
+    ns = notebook_functions(
+        "def vectorised(x):\n    return x @ x.T\n"
+        "def for_loop(x):\n    return np.array([r @ r for r in x])\n"
+        "def while_loop(x):\n    i = 0\n    while i < 3:\n        i += 1\n    return x\n"
+        "def via_helper(x):\n    return for_loop(x)\n"
+        "def mapped(x):\n    return list(map(np.sum, x))\n"
+        "def branchy(x):\n    if x.sum() > 0:\n        return x\n    return -x\n")
+    assert checks.python_loop_in(ns["vectorised"]) == ""
+    assert checks.python_loop_in(ns["branchy"]) == ""
+    assert "in for_loop" in checks.python_loop_in(ns["for_loop"])
+    assert "in while_loop" in checks.python_loop_in(ns["while_loop"])
+    assert "in for_loop" in checks.python_loop_in(ns["via_helper"])  # followed into helpers
+    assert checks.python_loop_in(ns["mapped"]) == ""
+    assert checks.python_loop_in(ns["mapped"], calls=("map",)) == "map in mapped"

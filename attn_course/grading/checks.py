@@ -28,7 +28,8 @@ from attn_course.grading import integrity
 
 __all__ = [
     "CheckFailed", "call", "check", "check_close", "check_equal", "check_no_shortcut",
-    "check_raises", "check_shape", "check_sums_to_one", "check_type", "to_float64",
+    "check_raises", "check_shape", "check_sums_to_one", "check_type", "python_loop_in",
+    "to_float64",
 ]
 
 # Bound now, before any learner code runs (see the module docstring).
@@ -346,6 +347,39 @@ def check_no_shortcut(name: str, fn, forbidden=(), hint: str = "",
 
     visit(fn, "")
     _print(f"PASS {name}")
+
+
+def python_loop_in(fn, calls=()) -> str:
+    """Where ``fn``, or a function of the notebook that it calls, loops in Python: "a loop
+    (for, while or a comprehension) in f", "map in f" for a name in ``calls`` (functions
+    that loop for you, such as ``map`` or ``np.vectorize``), or "" if nowhere.
+
+    Read from the bytecode: a ``FOR_ITER`` or a backward jump is a loop. Tasks that ask for
+    vectorised code check that this is "", tasks that ask for a recurrence that it is not.
+    """
+    calls = set(calls)
+    todo, seen = [fn], set()
+    while todo:
+        f = todo.pop()
+        if id(f) in seen or getattr(f, "__code__", None) is None:
+            continue
+        seen.add(id(f))
+        codes = [f.__code__]
+        while codes:
+            code = codes.pop()
+            for ins in dis.get_instructions(code):
+                backward = (ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs) \
+                    and isinstance(ins.argval, int) and ins.argval < ins.offset
+                if ins.opname == "FOR_ITER" or backward:
+                    return f"a loop (for, while or a comprehension) in {f.__name__}"
+                if ins.opname.startswith("LOAD_") and ins.argval in calls:
+                    return f"{ins.argval} in {f.__name__}"
+            codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+            for name in code.co_names:
+                g = f.__globals__.get(name)
+                if isinstance(g, types.FunctionType) and g.__globals__ is fn.__globals__:
+                    todo.append(g)
+    return ""
 
 
 def _library_name(obj) -> str:

@@ -518,3 +518,19 @@ def test_python_loop_in_finds_loops_and_looping_calls():
     assert "in for_loop" in checks.python_loop_in(ns["via_helper"])  # followed into helpers
     assert checks.python_loop_in(ns["mapped"]) == ""
     assert checks.python_loop_in(ns["mapped"], calls=("map",)) == "map in mapped"
+
+
+def test_replaced_swaps_a_global_for_the_block_only():
+    ns = notebook_functions("def helper(x):\n    return x + 1\n"
+                            "def later(x):\n    return helper(x) * 2\n")
+    with checks.replaced(ns["later"], "helper", lambda x: x + 10):
+        assert ns["later"](1) == 22
+    assert ns["later"](1) == 4  # put back
+    def fail_inside():
+        with checks.replaced(ns["later"], "absent", 1):
+            assert ns["absent"] == 1
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        fail_inside()
+    assert "absent" not in ns  # a name that did not exist is removed again, even on errors

@@ -16,6 +16,7 @@ the numpy functions used here are also bound when this module is imported.
 
 from __future__ import annotations
 
+import contextlib
 import dis
 import inspect
 import traceback
@@ -29,7 +30,7 @@ from attn_course.grading import integrity
 __all__ = [
     "CheckFailed", "call", "check", "check_close", "check_equal", "check_no_shortcut",
     "check_raises", "check_shape", "check_sums_to_one", "check_type", "python_loop_in",
-    "to_float64",
+    "replaced", "to_float64",
 ]
 
 # Bound now, before any learner code runs (see the module docstring).
@@ -347,6 +348,24 @@ def check_no_shortcut(name: str, fn, forbidden=(), hint: str = "",
 
     visit(fn, "")
     _print(f"PASS {name}")
+
+
+@contextlib.contextmanager
+def replaced(fn, name: str, value):
+    """While the ``with`` block runs, the global ``name`` that ``fn`` sees is ``value``;
+    put back after. Tests use it to grade a later task with the course's helper in place
+    of the learner's, so that a mistake in an earlier task does not count twice."""
+    scope = getattr(fn, "__globals__", {})
+    absent = object()
+    saved = scope.get(name, absent)
+    scope[name] = value
+    try:
+        yield
+    finally:
+        if saved is absent:
+            scope.pop(name, None)
+        else:
+            scope[name] = saved
 
 
 def python_loop_in(fn, calls=()) -> str:

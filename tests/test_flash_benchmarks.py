@@ -81,3 +81,38 @@ def test_cpu_benchmark_runs_and_writes_csv(tmp_path):
         assert float(r["max_abs_diff_vs_sdpa"]) < 1e-5
         assert r["N"] == "256"
         assert r["OPENBLAS_NUM_THREADS"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_lecture_09_plots_committed_gpu_results(tmp_path, monkeypatch, capsys):
+    """The lecture's results cells on a results folder as a GPU run would leave it (the
+    dry run's CSV, its device renamed): the plot and the ratios appear, nothing raises."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    bench = load("flash_gpu")
+    results = tmp_path / "benchmarks" / "results"
+    assert bench.main(["--dry-run", "--out", str(results)]) == 0
+    for name in ("flash_gpu.csv", "flash_gpu_summary.csv"):
+        path = results / name
+        path.write_text(path.read_text().replace("CPU (Triton interpreter)", "Test GPU"))
+    cells = json.loads((BENCH.parent / "notebooks" / "09_flash_attention.ipynb").read_text())
+    sources = ["".join(c["source"]) for c in cells["cells"] if c["cell_type"] == "code"]
+    setup = next(s for s in sources if "def results_dir" in s)
+    plot = next(s for s in sources if "flash_gpu.csv" in s)
+    monkeypatch.chdir(tmp_path)
+    import matplotlib.pyplot as plt
+
+    namespace = {"plt": plt}
+    capsys.readouterr()
+    exec(setup, namespace)
+    exec(plot, namespace)
+    out = capsys.readouterr().out
+    assert "No GPU benchmark results" not in out
+    assert "course kernel / best SDPA backend, TFLOP/s ratio (Test GPU)" in out
+    assert "forward" in out
+    assert "backward" in out
+    assert plt.get_fignums()  # a figure was drawn
+    plt.close("all")

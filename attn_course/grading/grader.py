@@ -174,9 +174,7 @@ def grade_all(paths, source, out_dir, limits: Limits, jobs: int = 1,
     closed here), else one is started.
     """
     try:
-        if visibility not in reports.VISIBILITIES:
-            raise ValueError(f"visibility must be one of {', '.join(reports.VISIBILITIES)}, "
-                             f"got {visibility!r}")
+        reports.require_visibility(visibility)  # before any grading starts
         sources = load_sources(source)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -27,12 +27,17 @@ def _num(x: float):
 VISIBILITIES = ("visible", "after_due_date", "after_published", "hidden")
 
 
-def gradescope_results(results: list[NotebookResult], visibility: str = "visible") -> dict:
-    """Gradescope's results.json content for one submission's notebooks; ``visibility``
-    says when learners see each test's result (one of :data:`VISIBILITIES`)."""
+def require_visibility(visibility: str) -> None:
+    """Raise ValueError unless ``visibility`` is one of :data:`VISIBILITIES`."""
     if visibility not in VISIBILITIES:
         raise ValueError(f"visibility must be one of {', '.join(VISIBILITIES)}, "
                          f"got {visibility!r}")
+
+
+def gradescope_results(results: list[NotebookResult], visibility: str = "visible") -> dict:
+    """Gradescope's results.json content for one submission's notebooks; ``visibility``
+    says when learners see each test's result (one of :data:`VISIBILITIES`)."""
+    require_visibility(visibility)
     tests, lines = [], []
     for r in results:
         lines.append(f"{r.notebook}: {_num(r.score)}/{_num(r.max_score)} ({r.status})"

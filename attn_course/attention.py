@@ -34,8 +34,8 @@ import math
 import numpy as np
 import torch
 
-from attn_course.checks import broadcast_shape, require_array, require_positive, shape_of
 from attn_course.softmax import softmax
+from attn_course.validation import broadcast_shape, require_array, require_positive, shape_of
 
 __all__ = [
     "causal_mask",

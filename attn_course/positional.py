@@ -42,7 +42,7 @@ import numbers
 import numpy as np
 import torch
 
-from attn_course.checks import require_array, require_positive, shape_of
+from attn_course.validation import require_array, require_positive, shape_of
 
 __all__ = [
     "apply_rope",

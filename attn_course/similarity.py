@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attn_course.checks import require_array, require_positive
+from attn_course.validation import require_array, require_positive
 
 
 def _pair(a, b, name_a: str, name_b: str) -> tuple[np.ndarray, np.ndarray]:

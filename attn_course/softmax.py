@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attn_course.checks import require_array, require_positive
+from attn_course.validation import require_array, require_positive
 
 
 def _check(x, axis: int) -> np.ndarray:

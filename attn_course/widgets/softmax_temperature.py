@@ -15,8 +15,8 @@ import math
 import ipywidgets as widgets
 import numpy as np
 
-from attn_course.checks import require_positive
 from attn_course.softmax import entropy, softmax
+from attn_course.validation import require_positive
 from attn_course.widgets.render import figure_to_png, new_figure
 
 D_K_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]

@@ -22,9 +22,19 @@ worse: the textbook softmax gives NaN (0/0), which spreads into every later laye
 into the gradients of the whole batch; a uniform distribution would silently attend to
 keys that were meant to be hidden. Zeros are also what PyTorch's own SDPA (2.5 and
 later) and FlashAttention return. Only ``False`` or ``-inf`` entries count as masked:
-a finite additive mask such as ``-1e9`` is just a large bias. Softmax ignores a
-constant added to a whole row, so a row that is ``-1e9`` everywhere attends exactly as
-if it had no mask at all.
+a finite additive mask such as ``-1e9`` is just a large bias, and what it does to a
+row that is ``-1e9`` everywhere depends on the precision. Softmax ignores a constant
+added to a whole row, so in exact arithmetic that row attends as if it had no mask. In
+float64 (spacing 1.2e-7 near 1e9) it nearly does: each score is rounded by at most
+6e-8. In float32 the spacing near 1e9 is 64, so ``score - 1e9`` rounds to ``-1e9`` for
+every score within 32 of 0: the row becomes uniform over its keys, attending neither
+as unmasked nor as masked (both tested). A float16 mask cannot hold -1e9 at all: it
+is stored as ``-inf``, which masks the row.
+
+Mask shapes. "Broadcastable to the scores" means that broadcasting the mask against
+the scores (..., T, S) gives the scores' shape: a mask may repeat along a dimension of
+size 1 but never add a batch or head dimension that q, k and v do not have (a (3, T, S)
+mask for a q of batch 1 is refused, as PyTorch's SDPA refuses it).
 """
 
 from __future__ import annotations
@@ -119,11 +129,19 @@ def _check_qkv(q, k, v, mask, scale):
                 f"mask must be boolean (True = attend) or floating (added to the scores), "
                 f"got dtype {mask.dtype}"
             )
-        broadcast_shape("mask", mask.shape, (*lead, T, S), "the scores' shape (..., T, S) =")
-        if mask.ndim > len(lead) + 2:
+        scores_shape = (*lead, T, S)
+        broadcast_shape("mask", mask.shape, scores_shape, "the scores' shape (..., T, S) =")
+        if mask.ndim > len(scores_shape):
             raise ValueError(
                 f"mask of shape {shape_of(mask)} has more dimensions than the scores "
-                f"(..., T, S) = {(*lead, T, S)}"
+                f"(..., T, S) = {scores_shape}"
+            )
+        if np.broadcast_shapes(shape_of(mask), scores_shape) != scores_shape:
+            raise ValueError(
+                f"mask of shape {shape_of(mask)} would enlarge the scores of shape "
+                f"(..., T, S) = {scores_shape} to "
+                f"{np.broadcast_shapes(shape_of(mask), scores_shape)}: each of its "
+                f"dimensions must be 1 or equal to the scores' (as in PyTorch's SDPA)"
             )
     scale = 1.0 / math.sqrt(D) if scale is None else require_positive("scale", scale)
     return T, S, D, scale
@@ -133,7 +151,8 @@ def sdpa_numpy(q, k, v, mask=None, scale=None, causal: bool = False, return_prob
     """Scaled dot-product attention on numpy arrays.
 
     q: (..., T, D), k: (..., S, D), v: (..., S, Dv); mask: bool or float, broadcastable
-    to (..., T, S); scale: default 1/sqrt(D); causal: also apply ``causal_mask(T, S)``.
+    to the scores (..., T, S) without enlarging them; scale: default 1/sqrt(D);
+    causal: also apply ``causal_mask(T, S)``.
     Returns out (..., T, Dv), and probs (..., T, S) when ``return_probs``.
     float16 inputs are computed in float32 and the results cast back.
     """

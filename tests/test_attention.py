@@ -189,6 +189,50 @@ def test_finite_large_negative_bias_on_a_whole_row_is_not_masking(rng):
     assert_close(out, plain_out, "outputs", atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whole_row_of_minus_1e9_depends_on_the_precision(rng, dtype):
+    """The docstring's claim: float64 ~ unmasked, float32 uniform (spacing 64 near 1e9)."""
+    q, k, v = (x.astype(dtype) for x in make_qkv(rng, (), (), 3, 6, 4, 5))
+    bias = np.zeros((3, 6), dtype)
+    bias[0] = -1e9
+    unmasked_loop = attention_loop(q, k, v)[1][0]
+    for probs in (sdpa_numpy(q, k, v, mask=bias, return_probs=True)[1][0],
+                  sdpa_torch(*map(torch.from_numpy, (q, k, v)), mask=torch.from_numpy(bias),
+                             return_probs=True)[1][0].numpy()):
+        assert np.abs(np.asarray(q @ k.T / 2)).max() < 32  # every score within 32 of 0
+        if dtype == np.float64:
+            assert_close(probs, unmasked_loop, "float64 row of -1e9 vs unmasked", atol=1e-6)
+        else:
+            assert np.array_equal(probs, np.full(6, 1 / 6, np.float32)), probs
+            assert np.abs(probs - unmasked_loop).max() > 1e-2  # not the unmasked weights
+
+
+@pytest.mark.parametrize("impl", [sdpa_numpy, sdpa_torch])
+@pytest.mark.parametrize(("q_lead", "mask_shape"), [((1,), (3, 4, 5)), ((2,), (1, 2, 4, 5)),
+                                                   ((2, 1), (2, 3, 4, 5)), ((), (2, 4, 5))])
+def test_a_mask_that_would_enlarge_the_output_is_refused(rng, impl, q_lead, mask_shape):
+    q, k, v = make_qkv(rng, q_lead, q_lead, 4, 5, 3, 2)
+    mask = np.ones(mask_shape, bool)
+    with pytest.raises(RuntimeError):  # PyTorch's SDPA refuses it too
+        F.scaled_dot_product_attention(*map(torch.from_numpy, (q, k, v)), attn_mask=torch.from_numpy(mask))
+    if impl is sdpa_torch:
+        q, k, v = map(torch.from_numpy, (q, k, v))
+    with pytest.raises(ValueError) as info:
+        impl(q, k, v, mask=mask)
+    message = str(info.value)
+    for words in ("mask of shape", str(mask_shape), str((*q_lead, 4, 5))):
+        assert words in message, message
+
+
+def test_a_mask_that_only_repeats_is_accepted(rng):
+    q, k, v = make_qkv(rng, (3,), (3,), 4, 5, 3, 2)
+    keep = rng.random((1, 4, 5)) < 0.7
+    keep[..., 0] = True
+    expected = torch_sdpa(q, k, v, mask=keep)
+    assert_close(sdpa_numpy(q, k, v, mask=keep), expected, "numpy, (1, T, S) mask")
+    assert_close(sdpa_torch(*map(torch.from_numpy, (q, k, v)), mask=keep), expected, "torch")
+
+
 def test_torch_gradients_match_sdpa(rng):
     q, k, v = make_qkv(rng, (2,), (2,), 5, 7, 4, 3)
     mask = torch.from_numpy(causal_mask(5, 7, offset=2))

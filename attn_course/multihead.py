@@ -65,8 +65,8 @@ class MultiHeadAttention(nn.Module):
         bias: add biases to the four projections.
         kdim, vdim: widths of the key and value inputs for cross-attention (default E).
 
-    Forward: ``query`` (B, T, E); ``key`` (B, S, kdim) and ``value`` (B, S, vdim),
-    both default to ``query`` (self-attention). Returns ``(out, probs)`` with out
+    Forward: ``query`` (B, T, E); ``key`` (B, S, kdim) defaults to ``query``
+    (self-attention) and ``value`` (B, S, vdim) defaults to ``key``. Returns ``(out, probs)`` with out
     (B, T, E) and probs (B, H, T, S) when ``need_weights`` is True, else None.
     """
 
@@ -116,15 +116,25 @@ class MultiHeadAttention(nn.Module):
                 causal: bool = False, need_weights: bool = False):
         """Attend from ``query`` to ``key``/``value``.
 
+        key defaults to ``query`` and value to ``key``: ``m(x)`` is self-attention and
+        ``m(x, y)`` attends from x to keys and values both computed from y.
         key_padding_mask: bool (B, S), True at padding keys (as in
         ``torch.nn.MultiheadAttention``). attn_mask: bool (True = attend) or float
-        (added), broadcastable to (B, H, T, S); a 2-D (T, S) mask applies to every
-        batch element and head. causal: query i sees keys j <= i (top-left aligned).
+        (added), of one of these shapes, as ``torch.nn.MultiheadAttention`` accepts:
+
+        - (T, S): the same mask for every batch element and head;
+        - (B * H, T, S): one mask per batch element and head, row ``b * H + h`` for
+          head h of element b (reshaped to (B, H, T, S));
+        - 4-D, broadcastable to (B, H, T, S) without enlarging it: (B, 1, T, S) for one
+          mask per batch element, (1, H, T, S) for one per head.
+
+        A 3-D (B, T, S) mask is refused when H > 1 (even if B == H, where it could be
+        mistaken for one mask per head): pass ``mask[:, None]`` of shape (B, 1, T, S).
+        causal: query i sees keys j <= i (top-left aligned).
 
         Caution: a boolean ``attn_mask`` here means True = *may attend*, the convention
         of ``scaled_dot_product_attention`` and of the whole course, which is the
-        opposite of ``torch.nn.MultiheadAttention``'s (True = *not allowed*). Its 3-D
-        (B * H, T, S) masks are not accepted either: reshape to (B, H, T, S).
+        opposite of ``torch.nn.MultiheadAttention``'s (True = *not allowed*).
         A query whose keys are all masked (a sequence that is entirely padding) gets
         zero weights and a zero attention output, not NaN.
         """
@@ -150,6 +160,7 @@ class MultiHeadAttention(nn.Module):
                 )
             mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, S), True = attend
         if attn_mask is not None:
+            attn_mask = self._attn_mask_4d(attn_mask, B, query.shape[1], S)  # (., ., T, S)
             if attn_mask.dtype == torch.bool:
                 mask = attn_mask if mask is None else mask & attn_mask
             else:
@@ -162,6 +173,35 @@ class MultiHeadAttention(nn.Module):
         v = split_heads(self.v_proj(value), self.num_heads)  # (B, H, S, D)
         out, probs = self.attend(q, k, v, mask=mask, causal=causal)  # (B, T, E), (B, H, T, S)
         return out, (probs if need_weights else None)
+
+    def _attn_mask_4d(self, attn_mask, B: int, T: int, S: int) -> torch.Tensor:
+        """Check ``attn_mask`` and return it with 2 or 4 dims, broadcastable to (B, H, T, S)."""
+        H = self.num_heads
+        if not isinstance(attn_mask, torch.Tensor):
+            raise TypeError(f"attn_mask must be a torch tensor, got {type(attn_mask).__name__}")
+        shape = tuple(attn_mask.shape)
+        accepted = (f"(T, S) = {(T, S)}, (B * H, T, S) = {(B * H, T, S)} or a 4-D mask "
+                    f"broadcastable to (B, H, T, S) = {(B, H, T, S)} such as (B, 1, T, S)")
+        if attn_mask.ndim == 3:
+            if shape != (B * H, T, S):
+                hint = (f"; a per-batch mask of shape (B, T, S) must be passed as "
+                        f"attn_mask[:, None], of shape (B, 1, T, S) = {(B, 1, T, S)}"
+                        if shape == (B, T, S) else "")
+                raise ValueError(
+                    f"attn_mask of shape {shape}: a 3-D attn_mask must be (B * H, T, S) = "
+                    f"{(B * H, T, S)}, one mask per batch element and head as in "
+                    f"torch.nn.MultiheadAttention{hint}"
+                )
+            return attn_mask.view(B, H, T, S)  # (B * H, T, S) -> (B, H, T, S)
+        ok = attn_mask.ndim in (2, 4)
+        if ok:
+            try:
+                ok = torch.broadcast_shapes(shape, (B, H, T, S)) == (B, H, T, S)
+            except RuntimeError:
+                ok = False
+        if not ok:
+            raise ValueError(f"attn_mask of shape {shape} does not fit; expected {accepted}")
+        return attn_mask
 
     def attend(self, q, k, v, mask=None, causal: bool = False):
         """Per-head attention of projected q (B, H, T, D), k, v (B, H, S, D), then ``out_proj``.

@@ -57,6 +57,47 @@ def test_causal_and_float_mask_match_torch():
     assert_close(ours(x, attn_mask=bias, key_padding_mask=pad)[0], expected, "float mask + padding")
 
 
+@pytest.mark.parametrize(("B", "H"), [(2, 2), (3, 2), (1, 4)])
+def test_per_batch_and_head_3d_mask_matches_torch(B, H):
+    ref, ours = pair(4 * H, H)
+    T, S = 5, 6
+    x = torch.randn(B, T, 4 * H, dtype=torch.float64)
+    y = torch.randn(B, S, 4 * H, dtype=torch.float64)
+    bias = torch.randn(B * H, T, S, dtype=torch.float64)  # PyTorch's (B * H, T, S) layout
+    expected, expected_w = ref(x, y, y, attn_mask=bias, average_attn_weights=False)
+    out, probs = ours(x, y, attn_mask=bias, need_weights=True)
+    assert_close(out, expected, "float (B * H, T, S) mask")
+    assert_close(probs, expected_w, "probabilities with a (B * H, T, S) mask")
+    blocked = torch.rand(B * H, T, S) < 0.4  # torch: True = not allowed
+    blocked[..., 0] = False
+    expected, _ = ref(x, y, y, attn_mask=blocked)
+    assert_close(ours(x, y, attn_mask=~blocked)[0], expected, "boolean (B * H, T, S) mask")
+
+
+@pytest.mark.parametrize(("B", "H"), [(2, 2), (3, 3)])
+def test_per_batch_mask_is_never_applied_per_head(B, H):
+    ref, ours = pair(4 * H, H)
+    T = 5
+    x = torch.randn(B, T, 4 * H, dtype=torch.float64)
+    keep = torch.rand(B, T, T) < 0.6  # one mask per batch element, B == H
+    keep[..., 0] = True
+    with pytest.raises(ValueError) as info:
+        ours(x, attn_mask=keep)
+    for words in ("attn_mask of shape", str((B, T, T)), str((B * H, T, T)), str((B, 1, T, T))):
+        assert words in str(info.value), str(info.value)
+    # the accepted spelling: (B, 1, T, S), equal to torch given the mask repeated per head
+    expected, _ = ref(x, x, x, attn_mask=~keep.repeat_interleave(H, dim=0))
+    assert_close(ours(x, attn_mask=keep[:, None])[0], expected, "(B, 1, T, S) mask")
+
+
+def test_value_defaults_to_key_and_key_to_query():
+    _, ours = pair(8, 2)
+    x, y = torch.randn(2, 3, 8, dtype=torch.float64), torch.randn(2, 4, 8, dtype=torch.float64)
+    assert_close(ours(x, y)[0], ours(x, y, y)[0], "value defaults to key")
+    assert (ours(x, y)[0] - ours(x, y, x[:, :1].expand(2, 4, 8))[0]).abs().max() > 1e-3
+    assert_close(ours(x)[0], ours(x, x, x)[0], "key and value default to query")
+
+
 def test_fully_padded_sequence_gives_zero_attention_not_nan():
     _, ours = pair(8, 2)
     x = torch.randn(2, 4, 8, dtype=torch.float64)
@@ -114,6 +155,12 @@ def test_split_merge_roundtrip_and_shapes():
          ["num_heads", "(8, 4, 8, 8)"]),
         (lambda: MultiHeadAttention.from_torch(nn.Linear(2, 2)), TypeError, ["mha", "Linear"]),
         (lambda: split_heads(torch.randn(2, 5, 7), 2), ValueError, ["E=7", "num_heads=2"]),
+        (lambda: MultiHeadAttention(8, 2)(torch.randn(2, 5, 8), attn_mask=torch.ones(3, 2, 5, 5)), ValueError,
+         ["attn_mask of shape (3, 2, 5, 5)", "(2, 2, 5, 5)", "(4, 5, 5)"]),
+        (lambda: MultiHeadAttention(8, 2)(torch.randn(2, 5, 8), attn_mask=torch.ones(5,)), ValueError,
+         ["attn_mask of shape (5,)", "(T, S) = (5, 5)"]),
+        (lambda: MultiHeadAttention(8, 2)(torch.randn(2, 5, 8), attn_mask=torch.ones(6, 5, 5)), ValueError,
+         ["attn_mask of shape (6, 5, 5)", "(B * H, T, S) = (4, 5, 5)"]),
     ],
 )
 def test_bad_input_names_the_argument(call, exc, words):

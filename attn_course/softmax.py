@@ -45,10 +45,13 @@ def softmax(x, axis: int = -1, temperature: float = 1.0) -> np.ndarray:
     """
     x = _check(x, axis)
     t = require_positive("temperature", temperature)
-    z = x / t
-    m = np.max(z, axis=axis, keepdims=True)
+    m = np.max(x, axis=axis, keepdims=True)  # the max of x / t too, since t > 0
     m = np.where(np.isfinite(m), m, 0.0)  # an all -inf row: keep exp(-inf) = 0, no NaN
-    e = np.exp(z - m)
+    # x - m <= 0, so (x - m) / t can only overflow towards -inf (e.g. -1e308 - 1e308),
+    # where exp gives the right 0: not worth a warning.
+    with np.errstate(over="ignore"):
+        z = (x - m) / t
+    e = np.exp(z)
     s = e.sum(axis=axis, keepdims=True)
     return np.divide(e, s, out=np.zeros_like(e), where=s > 0)
 
@@ -58,7 +61,7 @@ def logsumexp(x, axis: int = -1, keepdims: bool = False) -> np.ndarray:
     x = _check(x, axis)
     m = np.max(x, axis=axis, keepdims=True)
     m_safe = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):  # x - m overflows only to -inf: exp 0
         out = m_safe + np.log(np.sum(np.exp(x - m_safe), axis=axis, keepdims=True))
     return out if keepdims else np.squeeze(out, axis=axis)
 

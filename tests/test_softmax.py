@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -91,3 +92,19 @@ def test_bad_input_names_the_argument(call, exc, words):
         call()
     for w in words:
         assert w in str(info.value)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+@pytest.mark.parametrize("row", [[1e308, -1e308, 0.0], [-1e308, 1e308], [-1e308, -1e308, 5.0],
+                                 [1.7e308, -1.7e308, 1.7e308]])
+def test_huge_finite_logits_give_the_right_result_without_warnings(row, temperature):
+    x = np.array(row)
+    top = max(row)  # Python floats: an overflowing difference is -inf, exp(-inf) = 0
+    expected = softmax_loop([(r - top) / temperature for r in row])
+    expected_lse = math.log(math.fsum(math.exp(r - top) for r in row)) + top
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = softmax(x, temperature=temperature)
+        lse = logsumexp(x)
+    assert_close(out, np.array(expected), f"softmax at temperature {temperature}")
+    assert lse == expected_lse

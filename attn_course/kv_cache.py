@@ -10,10 +10,12 @@ up to it (causality), and nothing before it has changed. The cache keeps them:
              out = softmax(q K^T / sqrt(D)) V                      (B, H, 1, D)
 
 so a step costs O(t) instead of recomputing O(t^2) attention scores, and the whole
-generation of N tokens O(N^2) instead of O(N^3). The price is memory: for every layer,
-keys and values of every position, ``2 * num_layers * B * H * S * D`` numbers, which is
-what limits the context length and batch size of served models (Pope et al.,
-"Efficiently Scaling Transformer Inference", 2022).
+generation of T tokens O(T^2) instead of O(T^3). The price is memory: for every layer,
+keys and values of every position, ``2 * L * B * H_kv * S * D`` numbers (L layers,
+H_kv key/value heads: H_kv = H for multi-head attention, fewer with grouped-query or
+multi-query attention, :mod:`attn_course.grouped_query`), which is what limits the
+context length and batch size of served models (Pope et al., "Efficiently Scaling
+Transformer Inference", 2022).
 
 When the new rows are T > 1 tokens at once (feeding a prompt in chunks), they are the
 *last* T of S positions: the causal mask is aligned at the bottom right,
@@ -34,7 +36,7 @@ __all__ = ["KVCache", "LayerKV", "kv_cache_bytes"]
 
 
 class LayerKV:
-    """The cached keys and values of one attention layer, each (B, H, S, D)."""
+    """The cached keys and values of one attention layer, each (B, H_kv, S, D)."""
 
     def __init__(self) -> None:
         self.k: torch.Tensor | None = None
@@ -95,10 +97,22 @@ class KVCache:
         return f"KVCache(num_layers={len(self.layers)}, length={self.length})"
 
 
-def kv_cache_bytes(num_layers: int, B: int, H: int, S: int, D: int, bytes_per_number: int = 4) -> int:
-    """Predicted cache size: keys and values, ``2 * num_layers * B * H * S * D`` numbers."""
+def kv_cache_bytes(num_layers: int, B: int, H: int, S: int, D: int, bytes_per_number: int = 4,
+                   num_kv_heads: int | None = None) -> int:
+    """Predicted cache size in bytes: keys and values, ``2 * num_layers * B * H_kv * S * D`` numbers.
+
+    H: the query heads; num_kv_heads: H_kv, the key/value heads actually cached (default
+    H, multi-head attention; 1 for multi-query attention; a divisor of H for grouped-query
+    attention, :mod:`attn_course.grouped_query`). The cache scales with H_kv, not H.
+    """
     for name, val in (("num_layers", num_layers), ("B", B), ("H", H), ("S", S), ("D", D),
                       ("bytes_per_number", bytes_per_number)):
         if isinstance(val, bool) or not isinstance(val, numbers.Integral) or val < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {val!r}")
-    return 2 * num_layers * B * H * S * D * bytes_per_number
+    H_kv = H if num_kv_heads is None else num_kv_heads
+    if (isinstance(H_kv, bool) or not isinstance(H_kv, numbers.Integral) or H_kv < 1
+            or (H and H % H_kv)):
+        raise ValueError(
+            f"num_kv_heads must be a positive integer dividing H={H}, got {num_kv_heads!r}"
+        )
+    return 2 * num_layers * B * H_kv * S * D * bytes_per_number

@@ -1,20 +1,27 @@
 """Tiled numpy FlashAttention forward vs PyTorch's SDPA on the CPU: time and extra memory.
 
 The lecture-09 algorithm (``attn_course.flash.tiled.flash_forward``) at one large size,
-by default N = 8192 queries and keys, d = 64, 8 heads, float32, against
+by default T = S = 4096 queries and keys, D = 64, 8 heads, float32, against
 ``torch.nn.functional.scaled_dot_product_attention`` with ``--threads`` torch threads,
 both as dispatched by default and pinned to its fused, blocked CPU kernel. Standard attention would hold
-8 x 8192 x 8192 float32 scores: 2 GiB.
+8 x 4096 x 4096 float32 scores: 512 MiB.
 
-Measured, for each variant (minimum time over ``--repeat`` runs after a warm-up):
+Measured, for each variant (``--repeat`` timed calls after one warm-up call; the
+variants take turns, one call each per round, so a slow phase of a shared machine
+touches all of them alike):
 
-- seconds per call;
+- seconds per call: the median over the repeats, with the smallest and largest and the
+  interquartile range (25th to 75th percentile);
 - extra peak memory: the high-water mark of the bytes allocated during the call
   (numpy: tracemalloc; torch: the profiler's allocator events), output included
   (the output alone is N x d x heads x 4 bytes = 16 MiB by default);
 - the largest absolute difference from SDPA's output;
-- the time relative to the faster of the two SDPA variants (the default dispatch,
-  and the fused FLASH_ATTENTION CPU kernel pinned with ``sdpa_kernel``).
+- the median time relative to the fastest SDPA variant's median (the default
+  dispatch, and the fused FLASH_ATTENTION CPU kernel pinned with ``sdpa_kernel``).
+
+A speed-up from 1 to 2 threads above 2x is not parallelism: it means the machine was
+busier during one variant's calls than during the other's (other processes share the
+cores). The spread columns show how far to trust each median.
 
 Threads. numpy parallelises nothing but BLAS, and OpenBLAS's own threads make the
 many small products of the tiled loop slower, not faster, on a shared machine. This
@@ -26,8 +33,8 @@ kernels), the way FlashAttention spreads (batch, head) pairs over the GPU's core
 Writes ``benchmarks/results/flash_cpu.csv`` (one row per variant, the machine in every
 row). Run from the repository root, ideally on an otherwise idle machine::
 
-    PYTHONPATH=. python benchmarks/flash_cpu.py                  # about a minute
-    PYTHONPATH=. python benchmarks/flash_cpu.py --N 1024 --repeat 1 --out /tmp/x
+    PYTHONPATH=. python benchmarks/flash_cpu.py                  # about two minutes
+    PYTHONPATH=. python benchmarks/flash_cpu.py --T 1024 --repeat 3 --out /tmp/x
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import argparse  # noqa: E402
 import csv  # noqa: E402
 import datetime  # noqa: E402
 import platform  # noqa: E402
+import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -51,7 +59,6 @@ from attn_course.cost import (  # noqa: E402
     cpu_name,
     peak_bytes_numpy,
     peak_bytes_torch,
-    time_call,
     torch_sdpa_with,
 )
 from attn_course.flash.tiled import flash_forward  # noqa: E402
@@ -61,9 +68,9 @@ MIB = 2**20
 
 
 def tiled_by_heads(q, k, v, block_q: int, block_k: int, threads: int):
-    """flash_forward on each head, ``threads`` heads at a time; q, k, v: (H, N, d)."""
-    out = np.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)  # (H, N, d)
-    lse = np.empty(q.shape[:-1], dtype=q.dtype)  # (H, N)
+    """flash_forward on each head, ``threads`` heads at a time; q, k, v: (H, T, D)."""
+    out = np.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)  # (H, T, Dv)
+    lse = np.empty(q.shape[:-1], dtype=q.dtype)  # (H, T)
 
     def one_head(h):
         out[h], lse[h] = flash_forward(q[h], k[h], v[h], block_q=block_q, block_k=block_k)
@@ -79,23 +86,23 @@ def tiled_by_heads(q, k, v, block_q: int, block_k: int, threads: int):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--N", type=int, default=8192, help="sequence length (queries = keys)")
-    p.add_argument("--d", type=int, default=64, help="head dim")
+    p.add_argument("--T", type=int, default=4096, help="sequence length (queries = keys)")
+    p.add_argument("--D", type=int, default=64, help="head dim")
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--threads", type=int, default=2,
                    help="threads for torch and for the tiled pass (each is also run with 1)")
     p.add_argument("--blocks", type=int, nargs="+", default=[128, 256, 512],
                    help="square tile sizes Br = Bc to try")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=9)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
-    q, k, v = (rng.standard_normal((args.heads, args.N, args.d), dtype=np.float32)
-               for _ in range(3))  # (H, N, d) each
-    # (B=1, H, N, d): SDPA's fused CPU kernel takes only 4-D inputs (3-D ones fall back
-    # to the math backend, which stores the N x N scores)
+    q, k, v = (rng.standard_normal((args.heads, args.T, args.D), dtype=np.float32)
+               for _ in range(3))  # (H, T, D) each
+    # (B=1, H, T, D): SDPA's fused CPU kernel takes only 4-D inputs (3-D ones fall back
+    # to the math backend, which stores the T x S scores)
     tq, tk, tv = (torch.from_numpy(x)[None] for x in (q, k, v))
-    expected = F.scaled_dot_product_attention(tq, tk, tv)[0].numpy()  # (H, N, d)
+    expected = F.scaled_dot_product_attention(tq, tk, tv)[0].numpy()  # (H, T, D)
 
     flash_cpu = torch_sdpa_with("FLASH_ATTENTION")
     variants = []
@@ -113,24 +120,39 @@ def main(argv=None) -> int:
                "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", ""),
                "torch": torch.__version__, "numpy": np.__version__,
                "python": platform.python_version(), "date": datetime.date.today().isoformat()}
+    times = {name: [] for name, *_ in variants}
+    for _name, _, _, threads, fn in variants:  # warm-up: first-call allocations
+        torch.set_num_threads(threads)
+        fn()
+    for _ in range(args.repeat):  # rounds: every variant once per round
+        for name, _, _, threads, fn in variants:
+            torch.set_num_threads(threads)
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
     for name, kind, block, threads, fn in variants:
         torch.set_num_threads(threads)
-        seconds = time_call(fn, repeat=args.repeat, min_time=0.0)
+        t = np.asarray(times[name])
+        q25, median, q75 = np.percentile(t, [25, 50, 75])
         peak = (peak_bytes_numpy if kind == "numpy" else peak_bytes_torch)(fn)
-        result = np.asarray(fn()).reshape(expected.shape)  # (H, N, d)
+        result = np.asarray(fn()).reshape(expected.shape)  # (H, T, D)
         err = float(np.max(np.abs(result - expected)))
-        rows.append({"impl": name, "N": args.N, "d": args.d, "heads": args.heads,
+        rows.append({"impl": name, "T": args.T, "D": args.D, "heads": args.heads,
                      "dtype": "float32", "block": block or "", "threads": threads,
-                     "seconds": round(seconds, 4), "extra_peak_mib": round(peak / MIB, 2),
+                     "repeats": args.repeat, "median_s": round(median, 4),
+                     "q25_s": round(q25, 4), "q75_s": round(q75, 4),
+                     "min_s": round(t.min(), 4), "max_s": round(t.max(), 4),
+                     "extra_peak_mib": round(peak / MIB, 2),
                      "max_abs_diff_vs_sdpa": f"{err:.2e}", **machine})
-        print(f"{name:<48} block {block or '-':>4}  {seconds:8.3f} s  "
-              f"peak {peak / MIB:8.2f} MiB  max|diff| {err:.1e}", flush=True)
-    sdpa_s = min(r["seconds"] for r in rows if r["impl"].startswith("torch"))
+        print(f"{name:<48} block {block or '-':>4}  median {median:7.3f} s "
+              f"[{t.min():.3f}, {t.max():.3f}]  peak {peak / MIB:8.2f} MiB  max|diff| {err:.1e}",
+              flush=True)
+    sdpa_s = min(r["median_s"] for r in rows if r["impl"].startswith("torch"))
     for row in rows:
-        row["time_vs_fastest_sdpa"] = round(row["seconds"] / sdpa_s, 3)
-    best = min((r for r in rows if r["impl"].startswith("tiled")), key=lambda r: r["seconds"])
+        row["time_vs_fastest_sdpa"] = round(row["median_s"] / sdpa_s, 3)
+    best = min((r for r in rows if r["impl"].startswith("tiled")), key=lambda r: r["median_s"])
     print(f"best tiled: {best['impl']}, block {best['block']}: "
-          f"{best['time_vs_fastest_sdpa']:.2f}x the fastest SDPA's time, "
+          f"{best['time_vs_fastest_sdpa']:.2f}x the fastest SDPA's median time, "
           f"{best['extra_peak_mib']:.1f} MiB extra peak (targets: <= 1.5x, <= 32 MiB)")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "flash_cpu.csv"

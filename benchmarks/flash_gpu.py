@@ -3,7 +3,7 @@
 For sequence lengths N (default 1k to 16k), head dims 64 and 128, float16 and bfloat16,
 causal and not, forward and forward+backward, measures:
 
-- ``course triton``: ``attn_course.flash.triton_kernel.flash_attention`` (autotuned);
+- ``course triton``: ``attn_course.flash.triton.kernel.flash_attention`` (autotuned);
 - ``sdpa <backend>``: ``torch.nn.functional.scaled_dot_product_attention`` pinned to one
   backend with ``torch.nn.attention.sdpa_kernel`` (FLASH_ATTENTION, CUDNN_ATTENTION,
   EFFICIENT_ATTENTION, MATH); a backend that raises is recorded as an error and skipped
@@ -78,7 +78,7 @@ def naive(q, k, v, causal: bool):
 
 def implementations(max_naive_n: int):
     """name -> (fn(q, k, v, causal), largest N it runs at)."""
-    from attn_course.flash.triton_kernel import flash_attention
+    from attn_course.flash.triton.kernel import flash_attention
 
     impls = {"course triton": (lambda q, k, v, causal: flash_attention(q, k, v, causal=causal),
                                math.inf)}
@@ -91,7 +91,7 @@ def implementations(max_naive_n: int):
 
 def chosen_tiles(mode: str) -> str:
     """The course kernel's autotuned tiles at its last call ("" under the interpreter)."""
-    from attn_course.flash.triton_kernel import tiles_used
+    from attn_course.flash.triton.kernel import tiles_used
 
     used = tiles_used()
     names = ("fwd",) if mode == "fwd" else ("fwd", "dkdv", "dq")

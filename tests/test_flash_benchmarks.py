@@ -68,7 +68,7 @@ def test_cpu_benchmark_runs_and_writes_csv(tmp_path):
     bench = load("flash_cpu")
     threads = torch.get_num_threads()
     try:
-        assert bench.main(["--N", "256", "--heads", "2", "--blocks", "64", "--repeat", "1",
+        assert bench.main(["--T", "256", "--heads", "2", "--blocks", "64", "--repeat", "3",
                            "--out", str(tmp_path)]) == 0
     finally:
         torch.set_num_threads(threads)
@@ -76,10 +76,12 @@ def test_cpu_benchmark_runs_and_writes_csv(tmp_path):
     assert [r["impl"].split(",")[0] for r in rows] == (
         ["torch SDPA"] * 4 + ["tiled numpy"] * 2)
     for r in rows:
-        assert float(r["seconds"]) > 0
+        assert r["repeats"] == "3"
+        assert 0 < float(r["min_s"]) <= float(r["q25_s"]) <= float(r["median_s"])
+        assert float(r["median_s"]) <= float(r["q75_s"]) <= float(r["max_s"])
         assert math.isfinite(float(r["extra_peak_mib"]))
         assert float(r["max_abs_diff_vs_sdpa"]) < 1e-5
-        assert r["N"] == "256"
+        assert r["T"] == "256"
         assert r["OPENBLAS_NUM_THREADS"]
 
 

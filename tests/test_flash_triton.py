@@ -1,7 +1,7 @@
 """The Triton kernels against float64 PyTorch.
 
 Without CUDA they run under Triton's CPU interpreter (``TRITON_INTERPRET=1``, set by
-``attn_course.flash.triton_mode`` before it imports triton) at small sizes; with CUDA
+``attn_course.flash.triton.mode`` before it imports triton) at small sizes; with CUDA
 the same tests run compiled, and the ``gpu`` tests add realistic sizes.
 """
 
@@ -18,8 +18,8 @@ if importlib.util.find_spec("triton") is None:  # not importorskip: see tests/co
     pytest.skip("triton is not installed", allow_module_level=True)
 
 from attn_course import doctor  # noqa: E402
-from attn_course.flash import triton_kernel as tk  # noqa: E402
 from attn_course.flash.api import IMPLS, attention, resolve_impl  # noqa: E402
+from attn_course.flash.triton import kernel as tk  # noqa: E402
 from attn_course.testing import assert_close, assert_error_within  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -134,10 +134,12 @@ def test_errors_name_the_argument():
         tk.flash_attention(q.double(), q, q)
     with pytest.raises(TypeError, match="share one dtype"):
         tk.flash_attention(q, q.half(), q)
-    with pytest.raises(ValueError, match="k and v must have shape"):
-        tk.flash_attention(q, torch.zeros(2, 4, 16, device=DEVICE), q)
+    with pytest.raises(ValueError, match="k and v must have shapes"):
+        tk.flash_attention(q, torch.zeros(1, 4, 8, device=DEVICE), q)
+    with pytest.raises(ValueError, match="leading dimensions of q, k and v must broadcast"):
+        tk.flash_attention(q.expand(2, 4, 16), torch.zeros(3, 4, 16, device=DEVICE), q)
     big = torch.zeros(1, 4, 256, device=DEVICE)
-    with pytest.raises(ValueError, match="1 <= D <= 128"):
+    with pytest.raises(ValueError, match="1 <= D, Dv <= 128"):
         tk.flash_attention(big, big, big)
     with pytest.raises(ValueError, match="block_m must be a multiple of block_n"):
         tk.Tiles(16, 32)
@@ -168,7 +170,7 @@ def test_mode_matches_this_machine():
 
 def test_import_sets_the_interpreter_before_triton_without_cuda():
     code = ("import sys, os; import attn_course.flash as f; assert 'triton' not in sys.modules; "
-            "import attn_course.flash.triton_kernel as tk; "
+            "import attn_course.flash.triton.kernel as tk; "
             "print(tk.INTERPRET, os.environ.get('TRITON_INTERPRET'))")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -188,7 +190,7 @@ os.environ["TRITON_INTERPRET"] = "0"
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from attn_course.flash import triton_kernel as tk
+from attn_course.flash.triton import kernel as tk
 
 def source(kernel, const):
     const = dict(const)

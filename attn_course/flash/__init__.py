@@ -3,11 +3,10 @@
 - ``online_softmax``: the one-pass softmax normaliser (running max m and sum l);
 - ``tiled``: the tiled forward pass and the backward pass by recomputation, in numpy;
 - ``io_model``: HBM reads and writes of standard and tiled attention;
-- ``triton_kernel``: the FlashAttention-2 forward and backward in Triton, autotuned and
-  differentiable (``flash_attention``); its kernels are in ``triton_forward`` and
-  ``triton_backward``, and ``triton_mode`` picks compiled (GPU) or interpreted (CPU)
-  before importing triton. None of these is imported here: they need ``triton``, and
-  the mode is fixed at import time;
+- ``triton/``: the FlashAttention-2 forward and backward in Triton, autotuned and
+  differentiable (``attn_course.flash.triton.flash_attention``); ``triton/mode.py``
+  picks compiled (GPU) or interpreted (CPU) before importing triton. Not imported here:
+  it needs ``triton``, and the mode is fixed at import time;
 - ``api``: ``attention(q, k, v, causal, scale, impl="auto" | "triton" | "sdpa" | "reference")``.
 """
 

@@ -25,7 +25,7 @@ delta_i = rowsum(dO_i * O_i),
 
 Caveats: this is the algorithm, written for clarity and for the CPU; numpy cannot keep a
 tile "on chip", so it saves memory but not memory traffic (the Triton kernel in
-``attn_course.flash.triton_kernel`` does both). ``causal`` uses the top-left aligned
+``attn_course.flash.triton.kernel`` does both). ``causal`` uses the top-left aligned
 mask of ``attn_course.attention.causal_mask`` (key j visible to query i iff j <= i);
 with it, key blocks entirely above the diagonal are skipped. float16 inputs are computed
 in float32 and the results cast back.

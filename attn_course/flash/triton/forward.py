@@ -3,13 +3,13 @@
 Dao, "FlashAttention-2" (2023), Algorithm 1; structure after Triton's fused-attention
 tutorial. One program computes O_i and lse_i for BLOCK_M queries of one (batch, head):
 the loop over key blocks is ``attn_course.flash.tiled.flash_forward``'s inner loop, with
-the online softmax in base 2. Launched by ``attn_course.flash.triton_kernel``, which
+the online softmax in base 2. Launched by ``attn_course.flash.triton.kernel``, which
 also explains the performance choices and caveats.
 """
 
 from __future__ import annotations
 
-from attn_course.flash.triton_mode import tl, triton
+from attn_course.flash.triton.mode import tl, triton
 
 # Compile-time constants (kernels may only read globals declared as tl.constexpr).
 LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): exp(x) = exp2(x * log2(e))

@@ -40,10 +40,10 @@ def interpreter_wanted(env_value: str | None, has_cuda: bool) -> bool:
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # must precede `import triton` (see the docstring)
     if "triton" in sys.modules:
-        warnings.warn("triton was imported before attn_course.flash.triton_kernel without "
+        warnings.warn("triton was imported before attn_course.flash.triton.kernel without "
                       "TRITON_INTERPRET=1 and there is no GPU: the kernels may fail. Set "
                       "TRITON_INTERPRET=1 before importing triton (or restart Python and "
-                      "import attn_course.flash.triton_kernel first).", stacklevel=2)
+                      "import attn_course.flash.triton.kernel first).", stacklevel=2)
 
 
 import triton  # noqa: E402

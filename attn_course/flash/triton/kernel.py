@@ -3,7 +3,7 @@
 Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work
 Partitioning" (2023), Algorithms 1 (forward) and 2 (backward); the structure follows
 Triton's fused-attention tutorial (06-fused-attention.py, Tillet et al.). The kernels
-live in ``triton_forward`` and ``triton_backward``; this module tunes, launches and
+live in ``forward`` and ``backward`` (this folder); this module tunes, launches and
 differentiates them. Every step is the numpy algorithm of ``attn_course.flash.tiled``,
 one program per tile row:
 
@@ -25,15 +25,16 @@ re-tuned when the sequence lengths, head dim or causality change.
 Running without a GPU. Triton's interpreter (``TRITON_INTERPRET=1``) runs the same
 kernels on the CPU with numpy: correct, but thousands of times slower, so only small
 sizes are practical. It must be chosen before the kernels are defined, so
-``attn_course.flash.triton_mode`` sets ``TRITON_INTERPRET=1`` before importing triton
+``attn_course.flash.triton.mode`` sets ``TRITON_INTERPRET=1`` before importing triton
 when CUDA is unavailable and the variable is unset (``attn-course doctor`` reports the
 mode). Set ``TRITON_INTERPRET=0`` to opt out. Under
 the interpreter the fixed tile sizes of :data:`INTERPRETER_TILES` replace autotuning
 (which needs a GPU to time anything), and tensors must be on the CPU.
 
-Caveats: q, k and v share their leading dimensions (no broadcasting) and head dim D,
-1 <= D <= 128 (padded with zeros to the next power of two, at least 16, inside the
-wrapper); the causal mask is top-left aligned, as in
+Caveats: q, k and v have leading dimensions that broadcast (``flash_attention`` expands
+them; the autograd Function itself needs them equal), q and k share the head dim D, v
+may have its own Dv, 1 <= D, Dv <= 128 (both padded with zeros to the next power of two
+>= max(D, Dv), at least 16, inside the Function); the causal mask is top-left aligned, as in
 ``torch.nn.functional.scaled_dot_product_attention`` (key j visible to query i iff
 j <= i); float32 inputs are multiplied as three tf32 products ("tf32x3", close to fp32
 accuracy) with small tiles: correct, not fast; no dropout, no attention mask. Checked
@@ -50,9 +51,9 @@ from dataclasses import dataclass
 
 import torch
 
-from attn_course.flash.triton_backward import _bwd_dkdv_kernel, _bwd_dq_kernel, _bwd_preprocess
-from attn_course.flash.triton_forward import LOG2E, _fwd_kernel
-from attn_course.flash.triton_mode import INTERPRET, interpreter_wanted, triton
+from attn_course.flash.triton.backward import _bwd_dkdv_kernel, _bwd_dq_kernel, _bwd_preprocess
+from attn_course.flash.triton.forward import LOG2E, _fwd_kernel
+from attn_course.flash.triton.mode import INTERPRET, interpreter_wanted, triton
 
 __all__ = ["INTERPRET", "INTERPRETER_TILES", "FlashAttentionFunction", "Tiles",
            "flash_attention", "interpreter_wanted", "tiles_used"]
@@ -162,6 +163,8 @@ def _dot_fp32(dtype: torch.dtype) -> bool:
 
 def _launch(kernel, tuned, tiles: Tiles | None, swap: bool, rows: int, Z: int, args, meta):
     """Run ``kernel`` on a (row blocks, Z) grid, autotuned when ``tiles`` is None."""
+    if tiles is None and tuned is None:  # the interpreter cannot autotune: fixed tiles
+        tiles = INTERPRETER_TILES
     if tiles is None:
         big = "BLOCK_N" if swap else "BLOCK_M"
         tuned[lambda m: (triton.cdiv(rows, m[big]), Z)](*args, **meta)
@@ -173,7 +176,9 @@ def _launch(kernel, tuned, tiles: Tiles | None, swap: bool, rows: int, Z: int, a
 
 
 def _forward(q, k, v, causal: bool, scale: float, tiles: Tiles | None):
-    """q (Z, T, D), k, v (Z, S, D) contiguous -> out (Z, T, D), lse (Z, T) float32."""
+    """q (Z, T, D), k, v (Z, S, D) contiguous -> out (Z, T, D), lse (Z, T) float32.
+
+    Here D is the padded head dim, shared by q, k and v (the wrapper pads Dv too)."""
     Z, N_Q, D = q.shape
     N_KV = k.shape[1]
     out = torch.empty_like(q)  # (Z, T, D)
@@ -205,37 +210,13 @@ def _backward(q, k, v, out, lse, dout, causal: bool, scale: float, tiles: Tiles 
     return dq, dk, dv
 
 
-class FlashAttentionFunction(torch.autograd.Function):
-    """Autograd wrapper: forward saves (q, k, v, out, lse); backward recomputes P."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, causal, scale, tiles):
-        out, lse = _forward(q, k, v, causal, scale, tiles)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.causal, ctx.scale, ctx.tiles = causal, scale, tiles
-        ctx.mark_non_differentiable(lse)
-        return out, lse
-
-    @staticmethod
-    def backward(ctx, dout, _dlse):
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, out, lse, dout, ctx.causal, ctx.scale, ctx.tiles)
-        return dq, dk, dv, None, None, None
-
-
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def flash_attention(q, k, v, causal: bool = False, scale: float | None = None, *,
-                    return_lse: bool = False, tiles: Tiles | None = None):
-    """Exact attention with the Triton kernels; differentiable in q, k and v.
+def _validate(q, k, v, scale, tiles):
+    """Check the Function's arguments; return (lead, T, S, D, Dv, scale as a float).
 
-    q: (..., T, D), k and v: (..., S, D) torch tensors with the same leading dimensions,
-    one dtype among float16, bfloat16 and float32, and 1 <= D <= 128. causal: top-left
-    aligned causal mask; scale: default 1/sqrt(D); tiles: fixed tile sizes (default:
-    autotuned on a GPU, :data:`INTERPRETER_TILES` under the interpreter).
-    Returns out (..., T, D), and with ``return_lse`` also the log-sum-exp of each row of
-    scaled scores, lse (..., T) in float32 (not differentiable).
+    q (..., T, D), k (..., S, D), v (..., S, Dv) with equal leading dimensions.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):
@@ -244,7 +225,8 @@ def flash_attention(q, k, v, causal: bool = False, scale: float | None = None, *
             raise TypeError(f"{name} must be float16, bfloat16 or float32 for the Triton "
                             f"kernel, got {x.dtype}")
         if x.ndim < 2:
-            raise ValueError(f"{name} must have shape (..., length, D), got {tuple(x.shape)}")
+            raise ValueError(f"{name} must have shape (..., length, head dim), got "
+                             f"{tuple(x.shape)}")
     if not q.dtype == k.dtype == v.dtype:
         raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not q.device == k.device == v.device:
@@ -253,27 +235,97 @@ def flash_attention(q, k, v, causal: bool = False, scale: float | None = None, *
     if q.device.type != "cuda" and not INTERPRET:
         raise ValueError(f"the compiled Triton kernel needs CUDA tensors, got device "
                          f"{q.device}; on the CPU, set TRITON_INTERPRET=1 before importing "
-                         f"attn_course.flash")
+                         f"attn_course.flash.triton")
     lead, T, D = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1]
-    S = k.shape[-2]
-    if k.shape != (*lead, S, D) or v.shape != (*lead, S, D):
-        raise ValueError(f"k and v must have shape (*q.shape[:-2], S, D) = {(*lead, 'S', D)}, "
-                         f"got k {tuple(k.shape)} and v {tuple(v.shape)}")
-    if not 1 <= D <= 128 or T < 1 or S < 1:
-        raise ValueError(f"the kernel supports 1 <= D <= 128 and non-empty sequences, got "
-                         f"q {tuple(q.shape)} and k {tuple(k.shape)}")
+    S, Dv = k.shape[-2], v.shape[-1]
+    if k.shape != (*lead, S, D) or v.shape != (*lead, S, Dv):
+        raise ValueError(f"k and v must have shapes (*q.shape[:-2], S, D) = {(*lead, 'S', D)} "
+                         f"and (*q.shape[:-2], S, Dv), got k {tuple(k.shape)} and v "
+                         f"{tuple(v.shape)}")
+    if not (1 <= D <= 128 and 1 <= Dv <= 128) or T < 1 or S < 1:
+        raise ValueError(f"the kernel supports head dims 1 <= D, Dv <= 128 and non-empty "
+                         f"sequences, got q {tuple(q.shape)}, k {tuple(k.shape)} and v "
+                         f"{tuple(v.shape)}")
     if tiles is not None and not isinstance(tiles, Tiles):
         raise TypeError(f"tiles must be a Tiles instance or None, got {type(tiles).__name__}")
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-    if tiles is None and INTERPRET:
-        tiles = INTERPRETER_TILES
-    d_pad = max(16, triton.next_power_of_2(D))  # tl.arange needs a power of two
-    q3, k3, v3 = (x.reshape(-1, x.shape[-2], D) for x in (q, k, v))  # (Z, T or S, D)
-    if d_pad != D:  # zero columns change no dot product; the extra output columns are cut
-        q3, k3, v3 = (torch.nn.functional.pad(x, (0, d_pad - D)) for x in (q3, k3, v3))
-    q3, k3, v3 = (x.contiguous() for x in (q3, k3, v3))  # (Z, T or S, d_pad), unit stride
-    out, lse = FlashAttentionFunction.apply(q3, k3, v3, bool(causal), scale, tiles)
-    out = out[..., :D].reshape(*lead, T, D)  # (..., T, D)
-    return (out, lse.reshape(*lead, T)) if return_lse else out
+    return lead, T, S, D, Dv, scale
+
+
+def _padded(x, length: int, d_pad: int):
+    """(..., length, d) -> (Z, length, d_pad) contiguous, zero columns appended."""
+    x3 = x.reshape(-1, length, x.shape[-1])  # (Z, length, d)
+    if d_pad != x.shape[-1]:  # zero columns change no dot product; extra outputs are cut
+        x3 = torch.nn.functional.pad(x3, (0, d_pad - x.shape[-1]))
+    return x3.contiguous()  # (Z, length, d_pad), unit stride in the head dim
+
+
+class FlashAttentionFunction(torch.autograd.Function):
+    """Autograd wrapper: forward saves (q, k, v, out, lse); backward recomputes P.
+
+    ``FlashAttentionFunction.apply(q, k, v, causal=False, scale=None, tiles=None)`` with
+    q (..., T, D), k (..., S, D), v (..., S, Dv) of equal leading dimensions returns
+    ``(out, lse)``: out (..., T, Dv) and the log-sum-exp lse (..., T) in float32 (not
+    differentiable). ``tiles=None`` means autotuned on a GPU and
+    :data:`INTERPRETER_TILES` under the interpreter. :func:`flash_attention` adds
+    broadcasting of the leading dimensions and returns lse only on request.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal=False, scale=None, tiles=None):
+        lead, T, S, D, Dv, scale = _validate(q, k, v, scale, tiles)
+        d_pad = max(16, triton.next_power_of_2(max(D, Dv)))  # tl.arange needs a power of 2
+        q3, k3 = _padded(q, T, d_pad), _padded(k, S, d_pad)  # (Z, T, d_pad), (Z, S, d_pad)
+        v3 = _padded(v, S, d_pad)  # (Z, S, d_pad)
+        causal = bool(causal)
+        out3, lse3 = _forward(q3, k3, v3, causal, scale, tiles)  # (Z, T, d_pad), (Z, T)
+        ctx.save_for_backward(q3, k3, v3, out3, lse3)
+        ctx.causal, ctx.scale, ctx.tiles = causal, scale, tiles
+        ctx.shapes = (q.shape, k.shape, v.shape)
+        out = out3[..., :Dv].reshape(*lead, T, Dv)  # (..., T, Dv)
+        lse = lse3.reshape(*lead, T)  # (..., T)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q3, k3, v3, out3, lse3 = ctx.saved_tensors
+        q_shape, k_shape, v_shape = ctx.shapes
+        dout3 = _padded(dout, q_shape[-2], q3.shape[-1])  # (Z, T, d_pad)
+        dq, dk, dv = _backward(q3, k3, v3, out3, lse3, dout3, ctx.causal, ctx.scale,
+                               ctx.tiles)
+        dq = dq[..., :q_shape[-1]].reshape(q_shape)  # (..., T, D)
+        dk = dk[..., :k_shape[-1]].reshape(k_shape)  # (..., S, D)
+        dv = dv[..., :v_shape[-1]].reshape(v_shape)  # (..., S, Dv)
+        return dq, dk, dv, None, None, None
+
+
+def flash_attention(q, k, v, causal: bool = False, scale: float | None = None, *,
+                    return_lse: bool = False, tiles: Tiles | None = None):
+    """Exact attention with the Triton kernels; differentiable in q, k and v.
+
+    q: (..., T, D), k: (..., S, D), v: (..., S, Dv) torch tensors whose leading
+    dimensions broadcast, one dtype among float16, bfloat16 and float32, and
+    1 <= D, Dv <= 128. causal: top-left aligned causal mask; scale: default 1/sqrt(D);
+    tiles: fixed tile sizes (default: autotuned on a GPU, :data:`INTERPRETER_TILES`
+    under the interpreter). Returns out (..., T, Dv), and with ``return_lse`` also the
+    log-sum-exp of each row of scaled scores, lse (..., T) in float32 (not
+    differentiable).
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch tensor, got {type(x).__name__}")
+        if x.ndim < 2:
+            raise ValueError(f"{name} must have shape (..., length, head dim), got "
+                             f"{tuple(x.shape)}")
+    try:
+        lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"the leading dimensions of q, k and v must broadcast, got q "
+                         f"{tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)}"
+                         ) from None
+    q, k, v = (x.expand(*lead, *x.shape[-2:]) for x in (q, k, v))  # autograd sums back
+    out, lse = FlashAttentionFunction.apply(q, k, v, bool(causal), scale, tiles)
+    return (out, lse) if return_lse else out

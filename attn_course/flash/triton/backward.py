@@ -6,13 +6,13 @@ program per block: the row terms delta_i = rowsum(dO_i * O_i); dK_j and dV_j wit
 program per key block looping over query blocks; dQ_i with one program per query block
 looping over key blocks. Both recompute P_ij = exp(S_ij - lse_i) from the saved
 log-sum-exp, so nothing of size T x S is stored. Launched by
-``attn_course.flash.triton_kernel``.
+``attn_course.flash.triton.kernel``.
 """
 
 from __future__ import annotations
 
-from attn_course.flash.triton_forward import LOG2E, _dot
-from attn_course.flash.triton_mode import tl, triton
+from attn_course.flash.triton.forward import LOG2E, _dot
+from attn_course.flash.triton.mode import tl, triton
 
 
 @triton.jit

@@ -24,7 +24,7 @@ or ``"none"`` (no positions at all: the model then cannot tell "ab" from "ba" ex
 through the causal mask).
 
 Caveats: no dropout, no weight tying, no padding masks (every sequence in a batch has the
-same length), greedy decoding only. These keep the code short; none of them changes how
+same length). These keep the code short; none of them changes how
 attention or the cache works.
 """
 
@@ -39,6 +39,7 @@ from attn_course.attention import causal_mask
 from attn_course.kv_cache import KVCache, LayerKV
 from attn_course.multihead import MultiHeadAttention, split_heads
 from attn_course.positional import apply_rope, sinusoidal_encoding
+from attn_course.sampling import sample, sampling_distribution
 
 __all__ = [
     "MLP",
@@ -223,14 +224,18 @@ class TinyLM(nn.Module):
 
 
 @torch.no_grad()
-def generate(model: TinyLM, prompt: torch.Tensor, max_new_tokens: int, use_cache: bool = True):
-    """Greedy decoding: append the most likely next token ``max_new_tokens`` times.
+def generate(model: TinyLM, prompt: torch.Tensor, max_new_tokens: int, use_cache: bool = True,
+             temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+             generator: torch.Generator | None = None):
+    """Append ``max_new_tokens`` tokens, each chosen from the model's next-token logits.
 
     prompt: (B, T0) token ids. With ``use_cache`` the prompt is run once ("prefill") and
     each later step feeds only the newest token, reading every earlier key and value
     from the cache; without it every step recomputes the whole sequence so far.
-    Returns ``(tokens, logits)``: tokens (B, T0 + N) and the logits (B, N, V) from which
-    each new token was chosen.
+    temperature, top_k, top_p: how the next token is chosen (:mod:`attn_course.sampling`);
+    the default ``temperature=0`` is greedy decoding (the most likely token), otherwise a
+    token is drawn with ``generator``. Returns ``(tokens, logits)``: tokens (B, T0 + n)
+    and the logits (B, n, V) from which each of the n new tokens was chosen.
     """
     if not isinstance(prompt, torch.Tensor) or prompt.ndim != 2 or prompt.shape[1] < 1:
         raise ValueError(
@@ -238,16 +243,17 @@ def generate(model: TinyLM, prompt: torch.Tensor, max_new_tokens: int, use_cache
             f"{tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else type(prompt).__name__}"
         )
     _require_int("max_new_tokens", max_new_tokens, minimum=0)
+    sampling_distribution(torch.zeros(1), temperature, top_k, top_p)  # checks the settings
     tokens, steps = prompt, []
     cache = model.new_cache() if use_cache else None
     new = prompt  # what the model has not seen yet
     for _ in range(max_new_tokens):
         logits = model(new if use_cache else tokens, cache=cache)[:, -1]  # (B, V)
         steps.append(logits)
-        nxt = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+        nxt = sample(logits, temperature, top_k, top_p, generator=generator)[:, None]  # (B, 1)
         tokens = torch.cat([tokens, nxt], dim=1)  # (B, T + 1)
         new = nxt
     if not steps:  # max_new_tokens == 0
         dtype = model.head.weight.dtype
         return tokens, torch.empty(prompt.shape[0], 0, model.vocab_size, dtype=dtype)
-    return tokens, torch.stack(steps, dim=1)  # (B, N, V)
+    return tokens, torch.stack(steps, dim=1)  # (B, n, V)

@@ -52,3 +52,32 @@ def attention_loop(q, k, v, keep=None, bias=None, scale=None):
             for c in range(Dv):
                 out[idx][i, c] = math.fsum(p[j] * float(v[idx][j, c]) for j in range(S))
     return out, probs
+
+
+def sampling_distribution_loop(logits, temperature=1.0, top_k=None, top_p=None) -> list[float]:
+    """Temperature, then top-k (ties with the k-th kept), then top-p, on one row of floats.
+
+    Written from the definitions: top-k keeps logits >= the k-th largest; top-p walks the
+    tokens from most to least likely (equal ones by index) and stops once the mass of those
+    already kept reaches top_p. Returns the renormalised probabilities.
+    """
+    row = [float(x) for x in logits]
+    if temperature == 0:
+        best = max(range(len(row)), key=lambda i: (row[i], -i))
+        return [1.0 if i == best else 0.0 for i in range(len(row))]
+    row = [x / temperature for x in row]
+    if top_k is not None and top_k < len(row):
+        kth = sorted(row, reverse=True)[top_k - 1]
+        row = [x if x >= kth else -math.inf for x in row]
+    p = softmax_loop(row)
+    if top_p is not None and top_p < 1:
+        kept, mass = set(), 0.0
+        for i in sorted(range(len(p)), key=lambda i: (-p[i], i)):
+            if mass >= top_p:
+                break
+            kept.add(i)
+            mass += p[i]
+        p = [p[i] if i in kept else 0.0 for i in range(len(p))]
+        total = math.fsum(p)
+        p = [x / total for x in p]
+    return p

@@ -13,6 +13,7 @@ from attn_course.transformer import (
     causal_self_attention,
     generate,
 )
+from tests.reference import sampling_distribution_loop
 
 DT = torch.float64
 
@@ -153,6 +154,24 @@ def test_kv_cache_generation_equals_full_recomputation(positional):
     with torch.no_grad():
         once = model(cached[:, :-1])[:, 4:]  # (B, 9, V): the positions that chose a new token
     assert_close(cached_logits, once, "cached steps vs one full pass")
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(0.8, 5, None), (1.5, None, 0.9), (1.0, None, None)])
+def test_sampled_generation_draws_from_the_filtered_next_token_distribution(temperature, top_k, top_p):
+    model = small_model("rope", seed=1)
+    prompt = torch.randint(0, 17, (2, 3), generator=torch.Generator().manual_seed(0))
+    kw = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    cached, _ = generate(model, prompt, 8, generator=torch.Generator().manual_seed(5), **kw)
+    full, _ = generate(model, prompt, 8, use_cache=False, generator=torch.Generator().manual_seed(5), **kw)
+    assert torch.equal(cached, full)
+    tokens, g = prompt, torch.Generator().manual_seed(5)  # the same draws, from the loop reference
+    for _ in range(8):
+        with torch.no_grad():
+            logits = model(tokens)[:, -1]  # (B, V)
+        probs = torch.tensor([sampling_distribution_loop(row, **kw) for row in logits.tolist()])
+        tokens = torch.cat([tokens, torch.multinomial(probs, 1, generator=g)], dim=1)
+    assert torch.equal(cached, tokens)
+    assert not torch.equal(cached, generate(model, prompt, 8)[0])  # not greedy
 
 
 @pytest.mark.parametrize("positional", ["rope", "learned"])

@@ -20,8 +20,10 @@ or a causal mask with more queries than keys) has no distribution to take. Here 
 probabilities are all 0 and its output is the zero vector. The alternatives are
 worse: the textbook softmax gives NaN (0/0), which spreads into every later layer and
 into the gradients of the whole batch; a uniform distribution would silently attend to
-keys that were meant to be hidden. Zeros are also what PyTorch's own SDPA (2.5 and
-later) and FlashAttention return. Only ``False`` or ``-inf`` entries count as masked:
+keys that were meant to be hidden. Zeros are also what PyTorch's own SDPA returned
+for a boolean mask on the backends the course checked (its CPU math and CPU flash
+backends in PyTorch 2.13, :func:`fully_masked_rows_by_backend`; the CUDA backends are
+checked by the tests marked ``gpu``). Only ``False`` or ``-inf`` entries count as masked:
 a finite additive mask such as ``-1e9`` is just a large bias, and what it does to a
 row that is ``-1e9`` everywhere depends on the precision. Softmax ignores a constant
 added to a whole row, so in exact arithmetic that row attends as if it had no mask. In
@@ -40,6 +42,7 @@ mask for a q of batch 1 is refused, as PyTorch's SDPA refuses it).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -49,6 +52,7 @@ from attn_course.validation import broadcast_shape, require_array, require_posit
 
 __all__ = [
     "causal_mask",
+    "fully_masked_rows_by_backend",
     "key_padding_mask",
     "scaled_dot_product_attention",
     "sdpa_numpy",
@@ -232,6 +236,44 @@ def sdpa_torch(q, k, v, mask=None, scale=None, causal: bool = False, return_prob
         probs = probs_hook(probs)
     out = (probs @ v).to(out_dtype)  # (..., T, Dv)
     return (out, probs.to(out_dtype)) if return_probs else out
+
+
+def fully_masked_rows_by_backend(device="cpu", dtype=torch.float32) -> dict[str, str]:
+    """What each backend of PyTorch's SDPA returns for a query whose keys are all masked.
+
+    Runs ``torch.nn.functional.scaled_dot_product_attention`` restricted to each
+    ``SDPBackend`` in turn, on q (1, 2, 4, 8) and k = v (1, 2, 6, 8) of ``dtype`` on
+    ``device`` with a boolean causal mask whose query row 2 is entirely False. Returns
+    {backend name: result}, the result one of ``"zero output"`` (the convention of this
+    module), ``"NaN output"``, ``"other output"`` (finite, not zero), or
+    ``"does not run here (...)"`` (no kernel for this device, dtype and mask).
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 4, 8, generator=g).to(device=device, dtype=dtype)  # (B, H, T, D)
+    k = torch.randn(1, 2, 6, 8, generator=g).to(device=device, dtype=dtype)  # (B, H, S, D)
+    keep = torch.ones(4, 6, dtype=torch.bool, device=device).tril()  # (T, S)
+    keep[2] = False  # query 2 may attend to nothing
+    results = {}
+    for name, backend in SDPBackend.__members__.items():
+        if name == "ERROR":
+            continue
+        try:
+            with sdpa_kernel([backend]), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # each refusing kernel warns why; not needed here
+                out = torch.nn.functional.scaled_dot_product_attention(q, k, k, attn_mask=keep)
+        except RuntimeError:
+            results[name] = "does not run here (no kernel for this device, dtype and mask)"
+            continue
+        row = out[..., 2, :].float()
+        if torch.isnan(row).any():
+            results[name] = "NaN output"
+        elif (row == 0).all() and torch.isfinite(out).all():
+            results[name] = "zero output"
+        else:
+            results[name] = "other output"
+    return results
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, scale=None, causal=False, return_probs=False):

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from attn_course.attention import (
     causal_mask,
+    fully_masked_rows_by_backend,
     key_padding_mask,
     scaled_dot_product_attention,
     sdpa_numpy,
@@ -285,3 +286,23 @@ def test_bad_input_names_the_argument(call, exc, words):
     assert kind is exc, message
     for w in words:
         assert w in message, message
+
+
+def _check_backends(device, dtype):
+    results = fully_masked_rows_by_backend(device, dtype)
+    ran = {name: r for name, r in results.items() if not r.startswith("does not run")}
+    assert ran, results
+    assert all(r == "zero output" for r in ran.values()), results
+    return ran
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_cpu_sdpa_backend_gives_a_fully_masked_row_zero_output(dtype):
+    ran = _check_backends("cpu", dtype)
+    assert "MATH" in ran
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_every_cuda_sdpa_backend_gives_a_fully_masked_row_zero_output(dtype):
+    _check_backends("cuda", dtype)

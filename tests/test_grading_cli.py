@@ -62,7 +62,7 @@ def test_gradescope_bundle_grades_a_submission(tmp_path):
     assert run.returncode == 0, run.stderr
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == 0
-    assert results["max_score"] == 7
+    assert sum(t["max_score"] for t in results["tests"]) == 7
     assert len(results["tests"]) == 3
     for t in results["tests"]:
         assert set(t) >= {"name", "score", "max_score", "status", "output"}
@@ -96,7 +96,8 @@ def test_gradescope_visibility_reaches_every_test(tmp_path):
     r = NotebookResult("s", "02_softmax", 1.0, 2.0, "graded", "",
                        tests=[TestResult("Task 1", "t1", 1.0, 2.0, "FAIL x")])
     for vis in reports.VISIBILITIES:
-        assert {t["visibility"] for t in reports.gradescope_results([r], vis)["tests"]} == {vis}
+        tests = reports.gradescope_results([r], vis)["tests"]
+        assert {t["visibility"] for t in tests if t["name"].startswith("02_softmax: ")} == {vis}
     with pytest.raises(ValueError, match="visibility must be one of"):
         reports.gradescope_results([r], "later")
     proc = _run("gradescope", ROOT / "solutions" / "02_softmax.ipynb", "--out",

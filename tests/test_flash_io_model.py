@@ -60,12 +60,12 @@ def test_tiled_traffic_scales_like_the_bound():
 def test_block_sizes_follow_the_paper():
     assert flash_block_sizes(64, 100_000) == (math.ceil(100_000 / 256), 64)
     assert flash_block_sizes(64, 64) == (1, 1)
-    with pytest.raises(ValueError, match="M must be at least d"):
+    with pytest.raises(ValueError, match="M must be at least D"):
         flash_block_sizes(64, 32)
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="N must be a positive integer"):
+    with pytest.raises(ValueError, match="T must be a positive integer"):
         standard_io(0, 4)
     with pytest.raises(ValueError, match="block_k must be a positive integer"):
         tiled_io(4, 4, 2, 1.5)

@@ -23,6 +23,10 @@ delta_i = rowsum(dO_i * O_i),
     dV_j += P_ij^T dO_i,   dP_ij = dO_i V_j^T,   dS_ij = P_ij * (dP_ij - delta_i),
     dQ_i += scale * dS_ij K_j,   dK_j += scale * dS_ij^T Q_i.
 
+``flash_forward_keys_outer`` is FlashAttention-1's loop order (key blocks outside), which
+reads and writes O, l and m in HBM once per key block; it is here to count that traffic
+(``attn_course.flash.io_model.tiled_io_keys_outer``) and to compare.
+
 Caveats: this is the algorithm, written for clarity and for the CPU; numpy cannot keep a
 tile "on chip", so it saves memory but not memory traffic (the Triton kernel in
 ``attn_course.flash.triton.kernel`` does both). ``causal`` uses the top-left aligned
@@ -40,7 +44,7 @@ import numpy as np
 from attn_course.attention import _check_qkv, causal_mask
 from attn_course.flash.online_softmax import online_update
 
-__all__ = ["flash_backward", "flash_forward"]
+__all__ = ["flash_backward", "flash_forward", "flash_forward_keys_outer"]
 
 
 def _check_block(name: str, value) -> int:
@@ -166,3 +170,56 @@ def flash_backward(q, k, v, out, lse, dout, causal: bool = False, scale=None,
             dq[..., i0:i1, :] += (ds @ k_j) * compute.type(scale)  # (..., Br, D)
             dk[..., j0:j1, :] += (np.swapaxes(ds, -1, -2) @ q_i) * compute.type(scale)  # (..., Bc, D)
     return tuple(g.astype(out_dtype, copy=False) for g in (dq, dk, dv))
+
+
+def flash_forward_keys_outer(q, k, v, causal: bool = False, scale=None, block_q: int = 64,
+                             block_k: int = 64, io: dict | None = None):
+    """Tiled exact attention in FlashAttention-1's loop order; returns ``(out, lse)``.
+
+    Dao et al. (2022), Algorithm 1: the outer loop runs over blocks of ``block_k`` keys
+    and values, the inner loop over blocks of ``block_q`` queries. O, l and m live in
+    "HBM" (full-length arrays): each inner step loads Q_i, O_i, l_i, m_i, folds the tile
+    in and stores O_i (kept normalised, O_i = acc / l), l_i and m_i back. Same arguments
+    and results as :func:`flash_forward` (q (..., T, D), k (..., S, D), v (..., S, Dv);
+    out (..., T, Dv), lse (..., T)).
+
+    io: a dict to which the element counts of these loads and stores are added under
+    "reads" and "writes" (per call, all leading dimensions included); for one head with
+    T = S and D = Dv they equal :func:`attn_course.flash.io_model.tiled_io_keys_outer`.
+    Caveat: written to show the loop order and its memory traffic, not for speed.
+    """
+    q, k, v, T, S, scale, out_dtype, compute = _prepare(q, k, v, scale)
+    block_q, block_k = _check_block("block_q", block_q), _check_block("block_k", block_k)
+    lead, Dv = q.shape[:-2], v.shape[-1]
+    io = {} if io is None else io
+    io.setdefault("reads", 0)
+    io.setdefault("writes", 0)
+    out = np.zeros((*lead, T, Dv), dtype=compute)  # (..., T, Dv) O in HBM
+    l_hbm = np.zeros((*lead, T), dtype=compute)  # (..., T) running sums in HBM
+    m_hbm = np.full((*lead, T), -np.inf, dtype=compute)  # (..., T) running maxima in HBM
+    io["writes"] += out.size + l_hbm.size + m_hbm.size  # the initialisation
+    for j0 in range(0, S, block_k):
+        j1 = min(j0 + block_k, S)
+        k_j, v_j = k[..., j0:j1, :], v[..., j0:j1, :]  # (..., Bc, D), (..., Bc, Dv) loaded once
+        io["reads"] += k_j.size + v_j.size
+        # Causal: query blocks that end before key j0 see none of these keys.
+        i_start = (j0 // block_q) * block_q if causal else 0
+        for i0 in range(i_start, T, block_q):
+            i1 = min(i0 + block_q, T)
+            q_i = q[..., i0:i1, :]  # (..., Br, D)
+            o_i, l_i, m_i = out[..., i0:i1, :], l_hbm[..., i0:i1], m_hbm[..., i0:i1]
+            io["reads"] += q_i.size + o_i.size + l_i.size + m_i.size
+            s = (q_i @ np.swapaxes(k_j, -1, -2)) * compute.type(scale)  # (..., Br, Bc)
+            keep = _diagonal_keep(i0, i1, j0, j1, causal)
+            if keep is not None:
+                np.putmask(s, np.broadcast_to(~keep, s.shape), -np.inf)
+            m_new, l_new, alpha, p = online_update(m_i, l_i, s)  # p: (..., Br, Bc)
+            acc = (alpha * l_i)[..., None] * o_i + p @ v_j  # (..., Br, Dv) unnormalised
+            seen = (l_new > 0)[..., None]  # (..., Br, 1)
+            out[..., i0:i1, :] = np.divide(acc, l_new[..., None], out=np.zeros_like(acc),
+                                           where=seen)
+            l_hbm[..., i0:i1], m_hbm[..., i0:i1] = l_new, m_new
+            io["writes"] += o_i.size + l_i.size + m_i.size
+    with np.errstate(divide="ignore"):
+        lse = np.where(l_hbm > 0, m_hbm + np.log(np.where(l_hbm > 0, l_hbm, 1)), -np.inf)
+    return out.astype(out_dtype, copy=False), lse.astype(out_dtype, copy=False)

@@ -13,6 +13,17 @@ for every run (see :mod:`attn_course.grading.integrity`).
 
 With ``visible_only`` (the learner's self-check) the test cells are the released
 ones, without hidden tests.
+
+What the learner's notebook does oddly is named in the notes (the reason in the
+gradebook), never skipped silently:
+
+- several cells carrying the same answer's grade id (a copied cell keeps its
+  metadata): the last of them is graded as the answer, the others run where they are,
+  as cells the learner added;
+- a cell whose nbgrader metadata is not a mapping (written as a string) or whose grade
+  id is not a name: it is not taken for an exercise cell, and runs as an added cell;
+- cells after the notebook's last exercise cell: they would run after every test, so
+  they are not run.
 """
 
 from __future__ import annotations
@@ -57,15 +68,38 @@ def assemble(submission, source, visible_only: bool = False) -> Assembled:
     """The notebook to run for ``submission`` against ``source`` (both NotebookNodes)."""
     token = secrets.token_hex(8)
     ours = {nbf.grade_id(c): i for i, c in enumerate(source.cells) if nbf.grade_id(c)}
-    theirs: dict[str, int] = {}
+    answers = {gid for gid, i in ours.items() if nbf.is_answer(source.cells[i])}
+    claims: dict[str, list[int]] = {}
     for i, c in enumerate(submission.cells):
         gid = nbf.grade_id(c)
-        if gid in ours and gid not in theirs:
-            theirs[gid] = i
+        if gid in ours:
+            claims.setdefault(gid, []).append(i)
+    # the learner's last version of an answer counts; for other cells the first copy
+    theirs = {gid: (idx[-1] if gid in answers else idx[0]) for gid, idx in claims.items()}
+    chosen = set(theirs.values())
+    notes: list[str] = []
+    for gid, idx in claims.items():
+        if len(idx) > 1 and gid in answers:
+            cells = ", ".join(str(i + 1) for i in idx[:-1]) + f" and {idx[-1] + 1}"
+            notes.append(f"cells {cells} (counting from 1) {'both' if len(idx) == 2 else 'all'} "
+                         f"carry the grade id of answer "
+                         f"cell {gid}: the last of them, cell {idx[-1] + 1}, was graded as the "
+                         f"answer and the others ran where they are, as cells you added")
+    for i, c in enumerate(submission.cells):
+        problem = nbf.metadata_problem(c)
+        if problem:
+            notes.append(f"cell {i + 1} (counting from 1): {problem}, so the grader did not "
+                         f"take it for an exercise cell (a code cell runs as one you added)")
     out_cells = [nbformat.v4.new_code_cell(PREAMBLE, metadata={"attn_course": {"role": "preamble"}})]
     roles = [Cell("preamble", None)]
-    notes: list[str] = []
     last = -1  # index in the submission of the last matched cell
+
+    def runs_as_added(j: int) -> bool:
+        c = submission.cells[j]
+        if c.get("cell_type") != "code" or j in chosen:
+            return False
+        gid = nbf.grade_id(c)
+        return gid not in ours or gid in answers  # a second copy of an answer runs
 
     def add(text: str, role: str, gid: str | None, src_i: int | None = None) -> None:
         cell = nbformat.v4.new_code_cell(text)
@@ -76,9 +110,8 @@ def assemble(submission, source, visible_only: bool = False) -> Assembled:
 
     def add_learner_cells(upto: int) -> None:
         for j in range(last + 1, upto):
-            c = submission.cells[j]
-            if c.get("cell_type") == "code" and nbf.grade_id(c) not in ours:
-                add(c.source, "added", None)
+            if runs_as_added(j):
+                add(submission.cells[j].source, "added", None)
 
     for i, cell in enumerate(source.cells):
         gid = nbf.grade_id(cell)
@@ -105,6 +138,11 @@ def assemble(submission, source, visible_only: bool = False) -> Assembled:
                 notes.append(f"test cell {gid} was edited; the grader restored it")
         text = released if visible_only else cell.source
         add(text, "test" if nbf.is_test(cell) else "locked", gid, i)
+    after = sum(runs_as_added(j) for j in range(last + 1, len(submission.cells)))
+    if after:
+        notes.append(f"{after} code cell{'s' if after > 1 else ''} after the notebook's last "
+                     f"exercise cell {'were' if after > 1 else 'was'} not run (after every "
+                     f"test, {'they' if after > 1 else 'it'} could not change a result)")
     add(integrity_source(token), "integrity", None)
     nb = nbformat.v4.new_notebook(cells=out_cells, metadata=source.metadata)
     return Assembled(nb, roles, token, matched=len(theirs), notes=notes)

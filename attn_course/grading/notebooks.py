@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from pathlib import Path
 
 import nbformat
@@ -32,16 +33,44 @@ BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
 
+#: The largest notebook file the grader reads (a notebook with its outputs is well under).
+MAX_NOTEBOOK_BYTES = 20 * 2**20
+#: The most cells a notebook may have (the exercises have a few dozen).
+MAX_CELLS = 2000
+
+
 class UnreadableNotebook(Exception):
-    """A file that is not a notebook nbformat can read; the message says why."""
+    """A file that is not a notebook nbformat can read, or one past the grader's limits
+    on size and cells; the message says why and what to do."""
 
 
 def meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+    """The cell's nbgrader metadata; ``{}`` when it has none or it is not a mapping."""
+    md = cell.get("metadata", {})
+    m = md.get("nbgrader") if isinstance(md, dict) else None
+    return m if isinstance(m, dict) else {}
 
 
 def grade_id(cell) -> str | None:
-    return meta(cell).get("grade_id")
+    """The cell's nbgrader ``grade_id``; None when it has none or it is not a string."""
+    gid = meta(cell).get("grade_id")
+    return gid if isinstance(gid, str) and gid else None
+
+
+def metadata_problem(cell) -> str | None:
+    """Why the grader cannot use the cell's nbgrader metadata, or None (also when the
+    cell has none): metadata written as a string or a list, or a grade id that is not
+    a name. Such a cell is not taken for an exercise cell."""
+    md = cell.get("metadata", {})
+    if not isinstance(md, dict) or "nbgrader" not in md:
+        return None
+    m = md["nbgrader"]
+    if not isinstance(m, dict):
+        return f"its nbgrader metadata is a {type(m).__name__}, not a mapping of fields"
+    gid = m.get("grade_id")
+    if gid is not None and not (isinstance(gid, str) and gid):
+        return f"its nbgrader grade_id is {gid!r}, not a name"
+    return None
 
 
 def is_answer(cell) -> bool:
@@ -90,25 +119,57 @@ def released_copy_problem(nb, path) -> str | None:
     return None
 
 
+def _declared_version(text: str):
+    try:
+        return json.loads(text).get("nbformat")
+    except (ValueError, AttributeError):
+        return None
+
+
 def read_notebook(path) -> nbformat.NotebookNode:
-    """Read ``path`` as an nbformat-4 notebook or raise :class:`UnreadableNotebook`."""
+    """Read ``path`` as an nbformat-4 notebook (older versions are converted) or raise
+    :class:`UnreadableNotebook`: not a notebook, over :data:`MAX_NOTEBOOK_BYTES` or
+    :data:`MAX_CELLS`, or malformed cells."""
     path = Path(path)
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableNotebook(f"{path.name} is not a regular file")
+        size = st.st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            raise UnreadableNotebook(
+                f"{path.name} is {size / 2**20:.1f} MB, over the grader's limit of "
+                f"{MAX_NOTEBOOK_BYTES / 2**20:g} MB for a notebook: clear its outputs (Edit > "
+                f"Clear Outputs of All Cells), save it and submit it again")
         data = path.read_bytes()
     except OSError as exc:
         raise UnreadableNotebook(f"cannot read {path.name}: {exc.strerror}") from None
     if not data.strip():
         raise UnreadableNotebook(f"{path.name} is empty (0 notebook cells)")
     try:
-        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UnreadableNotebook(f"{path.name} is not UTF-8 text") from None
+    try:
+        nb = nbformat.reads(text, as_version=4)
     except (json.JSONDecodeError, nbformat.reader.NotJSONError) as exc:
         raise UnreadableNotebook(f"{path.name} is not valid notebook JSON ({exc})") from None
     except Exception as exc:  # nbformat raises several types for malformed notebooks
+        version = _declared_version(text)
+        if isinstance(version, int) and version < 4:
+            raise UnreadableNotebook(
+                f"{path.name} says it is an nbformat {version} notebook (an old format that "
+                f"the grader converts to version 4), but it could not be converted ({exc}): "
+                f"submit the exercise notebook as a current Jupyter saves it (nbformat 4)"
+            ) from None
         raise UnreadableNotebook(f"{path.name} is not a valid notebook ({exc})") from None
     if not isinstance(nb.get("cells"), list):
         raise UnreadableNotebook(f"{path.name} has no list of cells")
+    if len(nb.cells) > MAX_CELLS:
+        raise UnreadableNotebook(
+            f"{path.name} has {len(nb.cells):,} cells, more than the {MAX_CELLS:,} the grader "
+            f"accepts (the exercise has a few dozen): delete the cells you added that the "
+            f"answers do not need, save it and submit it again")
     for i, cell in enumerate(nb.cells):
         if not isinstance(cell, dict) or not isinstance(cell.get("source", ""), str):
             raise UnreadableNotebook(f"{path.name}: cell {i} is malformed")

@@ -113,9 +113,11 @@ def test_crossover_is_interpolated_on_a_log_log_scale():
 
 def test_measure_methods_rows_and_length_limits():
     methods = {"softmax": attention_method("softmax"), "linear": attention_method("linear")}
-    rows = measure_methods(methods, [8, 16], B=1, H=2, D=4, repeat=1,
+    rows = measure_methods(methods, [8, 16], B=1, H=2, D=4, repeat=3,
                            max_length={"softmax": 8})
     assert [(r["name"], r["T"]) for r in rows] == [("softmax", 8), ("linear", 8), ("linear", 16)]
     assert all(r["seconds"] > 0 and r["peak_bytes"] > 0 for r in rows)
+    # seconds is the median of the repeats, between the fastest and the slowest run
+    assert all(0 < r["seconds_min"] <= r["seconds"] <= r["seconds_max"] for r in rows)
     # the output alone is (B, H, T, D) float32 = 2 * 16 * 4 * 4 bytes
     assert rows[-1]["peak_bytes"] >= 2 * 16 * 4 * 4

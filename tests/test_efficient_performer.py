@@ -134,7 +134,7 @@ def test_bad_arguments_are_refused():
     q = torch.zeros(3, 4)
     with pytest.raises(ValueError, match="num_features"):
         performer_attention(q, q, q)
-    with pytest.raises(ValueError, match=r"W must have shape \(M, D\)"):
+    with pytest.raises(ValueError, match=r"W must have shape \(R, D\)"):
         positive_random_features(q, torch.zeros(5, 3))
     with pytest.raises(ValueError, match="stabilizer"):
         positive_random_features(q, torch.zeros(5, 4), stabilizer="max")

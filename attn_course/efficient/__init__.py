@@ -1,6 +1,6 @@
 """Efficient alternatives to full attention (lecture 10).
 
-- :mod:`~attn_course.efficient.sliding_window`: local attention in O(N w) memory;
+- :mod:`~attn_course.efficient.sliding_window`: local attention in O(T w) memory;
 - :mod:`~attn_course.efficient.linear`: linear attention, parallel and recurrent;
 - :mod:`~attn_course.efficient.linformer`: keys and values projected to length P;
 - :mod:`~attn_course.efficient.performer`: FAVOR+ positive random features;

@@ -66,7 +66,7 @@ def attention_method(name: str, causal: bool = False, scale: float | None = None
 
     q: (..., T, D), k: (..., S, D), v: (..., S, Dv) -> (..., T, Dv). scale: the softmax
     scale (1/sqrt(D) by default; linear attention has none). window: w for
-    "sliding_window". num_features: M for "performer". proj_len: P for "linformer".
+    "sliding_window". num_features: R for "performer". proj_len: P for "linformer".
     feature_map ("elu": elu + 1, or "identity") and normalize: for "linear" (see
     :func:`~attn_course.efficient.linear.kernel_attention`).
     seed: for the random features and projections, drawn once per (shape, dtype,
@@ -168,13 +168,14 @@ def measure_methods(methods: dict[str, Attention], lengths, B: int = 1, H: int =
                     max_length: dict[str, int] | None = None) -> list[dict]:
     """Seconds per call and peak bytes of each method at each length T = S (float32).
 
-    q, k, v: (B, H, T, D). On the CPU, time is :func:`attn_course.cost.time_call` (a
-    minimum over ``repeat`` runs) and memory :func:`attn_course.cost.peak_bytes_torch`
-    (the allocator's high-water mark during the call, above its inputs); on CUDA, each
-    timed call ends with a synchronisation and memory is ``max_memory_allocated`` above
-    the inputs. max_length: {name: longest T to run it at} (skips, e.g., the quadratic
+    q, k, v: (B, H, T, D). Time is the median of ``repeat`` timed runs (after a warm-up;
+    on CUDA each call ends with a synchronisation), with the fastest and slowest run;
+    memory on the CPU is :func:`attn_course.cost.peak_bytes_torch` (the allocator's
+    high-water mark during the call, above its inputs), on CUDA ``max_memory_allocated``
+    above the inputs. max_length: {name: longest T to run it at} (skips, e.g., the quadratic
     methods at lengths whose score matrix would not fit). Returns one dict per
-    (method, T): name, T, B, H, D, device, seconds, peak_bytes.
+    (method, T): name, T, B, H, D, device, seconds (the median), seconds_min,
+    seconds_max, peak_bytes.
     """
     max_length = max_length or {}
     rows = []
@@ -185,28 +186,45 @@ def measure_methods(methods: dict[str, Attention], lengths, B: int = 1, H: int =
             if T > max_length.get(name, T):
                 continue
             with torch.inference_mode():
-                seconds, peak = _cost(f, (q, k, v), device, repeat, memory)
+                (seconds, fastest, slowest), peak = _cost(f, (q, k, v), device, repeat, memory)
             rows.append(dict(name=name, T=T, B=B, H=H, D=D, device=device, seconds=seconds,
-                             peak_bytes=peak))
+                             seconds_min=fastest, seconds_max=slowest, peak_bytes=peak))
     return rows
 
 
-def _cost(f: Attention, qkv, device: str, repeat: int, memory: bool):
-    """(seconds per call, peak bytes or None) of ``f(*qkv)``."""
-    from attn_course.cost import peak_bytes_torch, time_call
+def _times(call, repeat: int) -> list[float]:
+    """Seconds of ``repeat`` timed calls, after one warm-up call; each timed run repeats
+    the call until it lasts about 2 ms (as ``timeit`` does) and records the mean."""
+    import time
 
-    if device == "cpu":
-        seconds = time_call(lambda: f(*qkv), repeat=repeat)
-        return seconds, (peak_bytes_torch(lambda: f(*qkv)) if memory else None)
+    t0 = time.perf_counter()
+    call()  # warm-up: first-call allocations, lazy initialisation
+    number = max(1, math.ceil(2e-3 / max(time.perf_counter() - t0, 1e-9)))
+    times = []
+    for _ in range(max(1, int(repeat))):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            call()
+        times.append((time.perf_counter() - t0) / number)
+    return times
+
+
+def _cost(f: Attention, qkv, device: str, repeat: int, memory: bool):
+    """(seconds per call: (median, min, max) over ``repeat`` runs, peak bytes or None)."""
+    from attn_course.cost import peak_bytes_torch
 
     def call():
         out = f(*qkv)
-        torch.cuda.synchronize()
+        if device != "cpu":
+            torch.cuda.synchronize()
         return out
 
-    seconds = time_call(call, repeat=repeat)
+    times = _times(call, repeat)
+    seconds = (float(np.median(times)), min(times), max(times))
     if not memory:
         return seconds, None
+    if device == "cpu":
+        return seconds, peak_bytes_torch(lambda: f(*qkv))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()

@@ -9,26 +9,26 @@ the similarity by a kernel ``phi(q_i) . phi(k_j)`` with a positive feature map p
 
     out_i = sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j)
           = phi(q_i)^T (sum_j phi(k_j) v_j^T) / phi(q_i)^T (sum_j phi(k_j))
-          = phi(q_i)^T KV / phi(q_i)^T z          KV (M, Dv), z (M,)
+          = phi(q_i)^T KV / phi(q_i)^T z          KV (R, Dv), z (R,)
 
-KV and z do not depend on i, so the cost is O(N M Dv) instead of O(N^2 D): linear in
+KV and z do not depend on i, so the cost is O(T R Dv) instead of O(T S D): linear in
 the sequence length. With a causal mask the sums run over j <= i only, and they can be
 updated one token at a time,
 
     KV_t = KV_{t-1} + phi(k_t) v_t^T,    z_t = z_{t-1} + phi(k_t),
     out_t = phi(q_t)^T KV_t / (phi(q_t)^T z_t)
 
-which is a recurrent network with a constant-size state (M x Dv plus M): generation
+which is a recurrent network with a constant-size state (R x Dv plus R): generation
 costs the same at every step, however long the prefix.
 
 Three forms are given here and tested equal to each other and to a float64 loop:
 
 - ``linear_attention(..., form="cumsum")``: the parallel form; causal via cumulative
-  sums of the outer products phi(k_j) v_j^T, which holds a (T, M, Dv) tensor (practical
+  sums of the outer products phi(k_j) v_j^T, which holds a (T, R, Dv) tensor (practical
   libraries process it chunk by chunk to bound that memory);
 - ``linear_attention(..., form="quadratic")``: the same numbers through the masked
   (T, S) matrix phi(Q) phi(K)^T, which shows that linear attention *is* attention with
-  another similarity and costs O(N^2) again;
+  another similarity and costs O(T S) again;
 - ``linear_attention_recurrent``: a Python loop over :func:`linear_attention_step`.
 
 Caveats. ``eps`` is added to every denominator, as in the paper's code; it changes the
@@ -74,7 +74,7 @@ def kernel_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
                      normalize: bool = True) -> torch.Tensor:
     """Attention with similarity phi_q . phi_k, for features already computed.
 
-    phi_q: (..., T, M), phi_k: (..., S, M), v: (..., S, Dv); leading dimensions
+    phi_q: (..., T, R), phi_k: (..., S, R), v: (..., S, Dv); leading dimensions
     broadcast. causal: query i sees keys j <= i (needs T == S). form: "cumsum" (linear
     in T) or "quadratic" (the masked (T, S) matrix; same result). normalize=False
     returns the numerator phi(q_i)^T KV alone: the read-out of a plain outer-product
@@ -97,14 +97,14 @@ def kernel_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
         num = sim @ v  # (..., T, Dv)
         den = sim.sum(dim=-1, keepdim=True)  # (..., T, 1)
     elif not causal:
-        kv = phi_k.transpose(-1, -2) @ v  # (..., M, Dv)
-        z = phi_k.sum(dim=-2, keepdim=True)  # (..., 1, M)
+        kv = phi_k.transpose(-1, -2) @ v  # (..., R, Dv)
+        z = phi_k.sum(dim=-2, keepdim=True)  # (..., 1, R)
         num = phi_q @ kv  # (..., T, Dv)
         den = (phi_q * z).sum(dim=-1, keepdim=True)  # (..., T, 1)
     else:
-        outer = phi_k.unsqueeze(-1) * v.unsqueeze(-2)  # (..., T, M, Dv): phi(k_j) v_j^T
-        kv = outer.cumsum(dim=-3)  # (..., T, M, Dv): KV_t = sum_{j<=t} phi(k_j) v_j^T
-        z = phi_k.cumsum(dim=-2)  # (..., T, M)
+        outer = phi_k.unsqueeze(-1) * v.unsqueeze(-2)  # (..., T, R, Dv): phi(k_j) v_j^T
+        kv = outer.cumsum(dim=-3)  # (..., T, R, Dv): KV_t = sum_{j<=t} phi(k_j) v_j^T
+        z = phi_k.cumsum(dim=-2)  # (..., T, R)
         num = (phi_q.unsqueeze(-2) @ kv).squeeze(-2)  # (..., T, 1, Dv) -> (..., T, Dv)
         den = (phi_q * z).sum(dim=-1, keepdim=True)  # (..., T, 1)
     return num / (den + eps) if normalize else num
@@ -128,20 +128,20 @@ def linear_attention_step(kv: torch.Tensor, z: torch.Tensor, q_t: torch.Tensor,
                           feature_map: FeatureMap = elu_feature_map, eps: float = 1e-6):
     """One step of causal linear attention as an RNN.
 
-    kv: (..., M, Dv) and z: (..., M), the state after t-1 tokens (zeros at the start);
+    kv: (..., R, Dv) and z: (..., R), the state after t-1 tokens (zeros at the start);
     q_t, k_t: (..., D); v_t: (..., Dv). Returns ``(kv, z, out_t)``: the state after
     token t and the output out_t (..., Dv).
     """
     _require_tensors(kv=kv, z=z, q_t=q_t, k_t=k_t, v_t=v_t)
-    phi_q, phi_k = feature_map(q_t), feature_map(k_t)  # (..., M) each
+    phi_q, phi_k = feature_map(q_t), feature_map(k_t)  # (..., R) each
     if kv.shape[-2:] != (phi_k.shape[-1], v_t.shape[-1]) or z.shape[-1] != phi_k.shape[-1]:
         raise ValueError(
-            f"the state must be kv (..., M, Dv) = (..., {phi_k.shape[-1]}, {v_t.shape[-1]}) and "
-            f"z (..., M) = (..., {phi_k.shape[-1]}), got kv.shape={tuple(kv.shape)} and "
+            f"the state must be kv (..., R, Dv) = (..., {phi_k.shape[-1]}, {v_t.shape[-1]}) and "
+            f"z (..., R) = (..., {phi_k.shape[-1]}), got kv.shape={tuple(kv.shape)} and "
             f"z.shape={tuple(z.shape)}"
         )
-    kv = kv + phi_k.unsqueeze(-1) * v_t.unsqueeze(-2)  # (..., M, Dv)
-    z = z + phi_k  # (..., M)
+    kv = kv + phi_k.unsqueeze(-1) * v_t.unsqueeze(-2)  # (..., R, Dv)
+    z = z + phi_k  # (..., R)
     num = (phi_q.unsqueeze(-2) @ kv).squeeze(-2)  # (..., 1, Dv) -> (..., Dv)
     den = (phi_q * z).sum(dim=-1, keepdim=True)  # (..., 1)
     return kv, z, num / (den + eps)
@@ -163,9 +163,9 @@ def linear_attention_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
             f"q.shape={tuple(q.shape)} and k.shape={tuple(k.shape)}"
         )
     lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    M = feature_map(k[..., :1, :]).shape[-1]
-    kv = q.new_zeros(*lead, M, v.shape[-1])  # (..., M, Dv)
-    z = q.new_zeros(*lead, M)  # (..., M)
+    R = feature_map(k[..., :1, :]).shape[-1]
+    kv = q.new_zeros(*lead, R, v.shape[-1])  # (..., R, Dv)
+    z = q.new_zeros(*lead, R)  # (..., R)
     outs = []
     for t in range(T):
         kv, z, out_t = linear_attention_step(kv, z, q[..., t, :], k[..., t, :], v[..., t, :],

@@ -5,7 +5,7 @@ Wang, Li, Khabsa, Fang and Ma, "Linformer: Self-Attention with Linear Complexity
 positions down to P << S "summary" positions before ordinary attention:
 
     k' = E k    (..., P, D)        v' = F v    (..., P, Dv)
-    out = softmax(q k'^T / sqrt(D)) v'          scores (..., T, P): O(N P), not O(N^2)
+    out = softmax(q k'^T / sqrt(D)) v'          scores (..., T, P): O(T P), not O(T S)
 
 The paper's argument is that the attention matrix is approximately low rank, so a
 random (Johnson-Lindenstrauss) projection of rank P loses little; training then

@@ -1,13 +1,14 @@
-"""Sliding-window (local) attention, computed block by block in O(N w) memory (lecture 10).
+"""Sliding-window (local) attention, computed block by block in O(T w) memory (lecture 10).
 
 Each query attends only to the keys within a window of ``w`` positions around it:
 
-- causal (Mistral 7B, Jiang et al. 2023, section 2): query i sees keys i - w < j <= i,
-  that is itself and the w - 1 tokens before it;
-- not causal (Longformer, Beltagy et al. 2020, section 3.1): query i sees keys with
-  |i - j| < w, that is w - 1 tokens on each side.
+- not causal (Longformer, Beltagy et al. 2020, section 3.1, which introduced sliding
+  windows for long documents): query i sees keys with |i - j| < w, that is w - 1
+  tokens on each side;
+- causal (the form Mistral 7B uses, Jiang et al. 2023, section 2): query i sees keys
+  i - w < j <= i, that is itself and the w - 1 tokens before it.
 
-Masking an N x N score matrix gives the right numbers but still costs O(N^2) time and
+Masking a T x T score matrix gives the right numbers but still costs O(T^2) time and
 memory. Here the sequence is cut into blocks of w positions (or one block when T < w): the queries of block b can
 only reach keys in blocks b - 1 and b (and b + 1 when not causal), so each block of
 queries is compared with 2w (or 3w) keys and the window mask is applied inside that
@@ -15,7 +16,7 @@ block pair only:
 
     q     (..., T, D)  -> pad to nb * w -> (..., nb, w, D)
     keys  (..., T, D)  -> pad by one block each side -> (..., nb, 2w or 3w, D)
-    scores (..., nb, w, 2w or 3w)                       O(N w), not O(N^2)
+    scores (..., nb, w, 2w or 3w)                       O(T w), not O(T^2)
 
 Stacking layers widens the receptive field: after L layers a token can be influenced
 by tokens up to L (w - 1) positions away. Tested equal to full attention with the band
@@ -25,7 +26,10 @@ Caveats. Self-attention only (one sequence provides queries and keys, T == S). T
 blocks are gathered into a new tensor of 2 or 3 times the size of k and v; a fused
 kernel (as in FlashAttention's ``window_size`` argument) reads them in place. A Python
 implementation is still memory-bound on small windows, so the time saved is smaller
-than the memory saved (see ``benchmarks/alternatives.py``).
+than the memory saved (see ``benchmarks/alternatives.py``). O(T w) is how the memory
+grows, not its size: the blocks hold 2w (or 3w) scores per query, more than the T^2 of
+the full matrix while T < 2w, and a fused exact kernel (PyTorch's SDPA), which stores
+no scores at all, needs less memory than this at every length lecture 10 measures.
 """
 
 from __future__ import annotations

@@ -194,3 +194,42 @@ def test_nccl_ring_on_several_gpus():
     for i, case in enumerate(CASES):
         ref = sdpa_torch(q, k, v, causal=case["causal"])
         assert_close(unshard([r[i]["out"] for r in results], case["layout"]), ref, "nccl out")
+
+
+# ---- the ring's picture ----------------------------------------------------------------------
+
+def test_ring_state_follows_the_schedule_and_covers_the_mask():
+    from attn_course.distributed.ring_widget import ring_state
+
+    for layout in ("contiguous", "zigzag"):
+        for causal in (False, True):
+            st = ring_state(4, 0, T=16, layout=layout, causal=causal)
+            assert st["holds"].tolist() == [0, 1, 2, 3]
+            assert st["sends_to"].tolist() == [1, 2, 3, 0]
+            # every visible score is computed at exactly one step; skipped ones are invisible
+            assert (st["computed_at"][st["visible"]] >= 0).all()
+            assert st["work"].tolist() == work_per_step(16, 4, layout, causal)[0].tolist()
+    st = ring_state(4, 3, T=16, layout="contiguous", causal=True)
+    assert st["holds"].tolist() == [1, 2, 3, 0]
+    assert st["work"].tolist() == [0, 0, 0, 16]  # only the last process still has work
+    assert ring_state(4, 3, T=16, layout="zigzag", causal=True)["critical_path"] < st["critical_path"]
+    with pytest.raises(ValueError, match=r"step must be an integer in \[0, 3\] for world_size=4, got 4"):
+        ring_state(4, 4)
+
+
+def test_ring_widget_redraws_on_step_and_resets_on_layout():
+    from attn_course.distributed.ring_widget import RingStepper
+
+    w = RingStepper(world_size=4, T=24)
+    first = bytes(w.image.value)
+    assert first.startswith(b"\x89PNG")
+    w.step.value = 2
+    assert bytes(w.image.value) != first
+    assert w.state["holds"].tolist() == [2, 3, 0, 1]
+    redraws = w.redraws
+    w.layout_choice.value = "zigzag"
+    assert w.step.value == 0
+    assert w.redraws == redraws + 1  # one redraw for the reset, not two
+    w.world.value = 3
+    assert w.step.max == 2
+    assert "critical path" in w.readout.value

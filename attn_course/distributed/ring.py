@@ -199,6 +199,7 @@ def ring_attention_forward(q, k, v, causal: bool = False, layout: str = "contigu
     mine = _local_slices(chunks[rank])
     for s in range(G):
         works, recv, waited = [], None, 0.0
+        sent = kv.numel() * kv.element_size() if s < G - 1 else 0
         if s < G - 1:
             recv = torch.empty_like(kv)
             t_post = time.perf_counter()
@@ -206,7 +207,7 @@ def ring_attention_forward(q, k, v, causal: bool = False, layout: str = "contigu
             if not overlap:  # communication alone: wait for the transfer before computing
                 for w in works:
                     w.wait()
-                waited = time.perf_counter() - t_post
+                works, waited = [], time.perf_counter() - t_post  # a gloo Work is waited once
         t0 = time.perf_counter()
         for q_sl, q_rng in mine:
             for k_sl, k_rng in _local_slices(chunks[(rank - s) % G]):
@@ -222,8 +223,7 @@ def ring_attention_forward(q, k, v, causal: bool = False, layout: str = "contigu
             w.wait()
         t2 = time.perf_counter()
         if stats is not None:
-            stats.record("forward", s, kv.numel() * kv.element_size() if works else 0, t1 - t0,
-                         waited + t2 - t1)
+            stats.record("forward", s, sent, t1 - t0, waited + t2 - t1)
         if recv is not None:
             kv = recv
     return out, lse

@@ -67,46 +67,54 @@ def hang_worker(rank: int, world_size: int, seconds: float = 600.0):
     return rank
 
 
-def ring_benchmark_worker(rank: int, world_size: int, B: int, H: int, T: int, D: int,
-                          causal: bool, layout: str, repeats: int, seed: int = 0) -> dict:
-    """Time and measure ring attention's forward pass on this process; every process builds
-    the same random q, k, v (B, H, T, D) from ``seed`` and keeps its block.
+def ring_benchmark_worker(rank: int, world_size: int, configs, repeats: int = 5,
+                          seed: int = 0, memory: bool = True) -> list[dict]:
+    """Time and measure ring attention's forward pass on this process, once per config.
 
-    Returns medians and spreads (seconds) over ``repeats`` runs of: the whole ring with
-    transfers overlapped; per step, the compute time and the time spent waiting on a
-    transfer that was *not* overlapped (communication alone); bytes sent per step; and
-    the peak bytes of tensors allocated during one ring (``attn_course.cost.peak_bytes_torch``).
+    configs: list of dicts with B, H, T, D, causal, layout. Every process builds the same
+    random q, k, v (B, H, T, D) from ``seed`` and keeps its block. Per config, returns
+    the median, minimum and maximum over ``repeats`` runs (seconds) of: ``total_s``, the
+    whole ring with each transfer overlapped with the computation; ``compute_s``, the
+    computation summed over the steps; ``comm_s``, the transfers summed over the steps,
+    measured alone (each waited for before computing, ``overlap=False``); also the bytes
+    sent at each step and the peak bytes of tensors allocated during one ring
+    (``attn_course.cost.peak_bytes_torch``), and the bytes of this process's q block.
     """
     from attn_course.cost import peak_bytes_torch
 
-    gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(B, H, T, D, generator=gen) for _ in range(3))
-    q, k, v = (shard(x, rank, world_size, layout).contiguous() for x in (q, k, v))
+    rows = []
+    for cfg in configs:
+        B, H, T, D = cfg["B"], cfg["H"], cfg["T"], cfg["D"]
+        causal, layout = cfg["causal"], cfg["layout"]
+        gen = torch.Generator().manual_seed(seed)
+        q, k, v = (torch.randn(B, H, T, D, generator=gen) for _ in range(3))
+        q, k, v = (shard(x, rank, world_size, layout).contiguous() for x in (q, k, v))
 
-    def run(overlap: bool, stats=None):
-        return ring_attention_forward(q, k, v, causal, layout, stats=stats, overlap=overlap)
+        def run(overlap: bool, stats=None, q=q, k=k, v=v, causal=causal, layout=layout):
+            return ring_attention_forward(q, k, v, causal, layout, stats=stats, overlap=overlap)
 
-    run(True)  # warm-up
-    totals, compute, comm, sent = [], [], [], []
-    for _ in range(repeats):
+        run(True)  # warm-up
+        totals, compute, comm, sent = [], [], [], []
+        for _ in range(repeats):
+            dist.barrier()
+            t0 = time.perf_counter()
+            run(True)
+            totals.append(time.perf_counter() - t0)
+            dist.barrier()
+            stats = CommStats()
+            run(False, stats)
+            compute.append(sum(r["compute_s"] for r in stats.rows))
+            comm.append(sum(r["wait_s"] for r in stats.rows))
+            sent = [r["bytes_sent"] for r in stats.rows]
         dist.barrier()
-        t0 = time.perf_counter()
-        run(True)
-        totals.append(time.perf_counter() - t0)
+        peak = peak_bytes_torch(lambda run=run: run(True)) if memory else None
         dist.barrier()
-        stats = CommStats()
-        run(False, stats)
-        steps = stats.rows
-        compute.append(sum(r["compute_s"] for r in steps))
-        comm.append(sum(r["wait_s"] for r in steps))  # overlap=False: the transfers alone
-        sent = [r["bytes_sent"] for r in steps]
-    dist.barrier()
-    peak = peak_bytes_torch(lambda: run(True))
 
-    def med(xs):
-        return statistics.median(xs), min(xs), max(xs)
+        def med(xs):
+            return statistics.median(xs), min(xs), max(xs)
 
-    return dict(rank=rank, world_size=world_size, B=B, H=H, T=T, D=D, causal=causal,
-                layout=layout, repeats=repeats, total_s=med(totals), compute_s=med(compute),
-                comm_s=med(comm), bytes_per_step=sent, peak_bytes=peak,
-                block_bytes=q.numel() * q.element_size())
+        rows.append(dict(cfg, rank=rank, world_size=world_size, repeats=repeats,
+                         total_s=med(totals), compute_s=med(compute), comm_s=med(comm),
+                         bytes_per_step=sent, peak_bytes=peak,
+                         block_bytes=q.numel() * q.element_size()))
+    return rows

@@ -56,7 +56,7 @@ def test_gradescope_bundle_grades_a_submission(tmp_path):
     os.chmod(root / "source" / "run_autograder", 0o755)
     (root / "submission").mkdir()
     shutil.copy(ROOT / "exercises" / "02_softmax.ipynb", root / "submission")
-    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "ATTN_COURSE_BIN": str(BIN)}
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "ATTN_COURSE_PYTHON": sys.executable}
     run = subprocess.run([str(root / "source" / "run_autograder")], env=env,
                          capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr

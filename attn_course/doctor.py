@@ -100,7 +100,16 @@ def report() -> list[tuple[str, str]]:
     has_cuda, cuda = cuda_report()
     rows += [("CUDA", cuda), ("Triton kernels", triton_report(has_cuda)),
              ("JupyterLab widgets", widget_extension())]
+    rows.append(("grading isolation", grading_isolation()))
     return rows
+
+
+def grading_isolation() -> str:
+    """Where ``attn-course grade`` would run learners' code on this machine."""
+    from attn_course.grading.isolation import detect
+
+    found = detect()
+    return f"{found.mode}: {found.detail}"
 
 
 def main() -> int:

@@ -243,16 +243,13 @@ def test_deleted_or_edited_tests_are_restored(hostile):
         assert float(rows[name]["score"]) == 4
 
 
-def test_tampering_scores_zero(hostile):
+def test_tampering_gains_nothing(hostile):
+    """Patched numpy and course functions, or IPython's error display, live in the learner's
+    process; the tests run in the grader's, so the naive answer is graded as it is."""
     out, rows = hostile
-    for name, what in (("monkeypatch", "numpy.allclose"),
-                       ("swallow_errors", "IPython custom_exceptions")):
-        assert float(rows[name]["score"]) == 0, rows[name]
-        assert "tampering detected" in rows[name]["reason"]
-        assert what in rows[name]["reason"]
-    first = _tests(out, "monkeypatch")["Task 1: stable_softmax"]["output"]
-    assert "numpy.allclose" in first
-    assert "attn_course.softmax.softmax" in first
+    for name in ("monkeypatch", "swallow_errors"):
+        assert float(rows[name]["score"]) == 4, rows[name]  # tasks 2 and 3 only
+        assert _tests(out, name)["Task 1: stable_softmax"]["score"] == 0
 
 
 def test_no_process_is_left_behind(hostile):
@@ -289,10 +286,7 @@ def test_total_timeout_kills_the_process_groups(forked):
     assert time.monotonic() - start < 30
     assert outcome.killed
     assert not outcome.finished
-    kernel_pid = int(outcome.cells[0]["stdout"].split()[0])
     time.sleep(0.5)
-    assert not psutil.pid_exists(kernel_pid) or \
-        psutil.Process(kernel_pid).status() == psutil.STATUS_ZOMBIE
     sleepers = [p for p in psutil.process_iter(["cmdline", "ppid"])
                 if p.info["cmdline"] == ["sleep", sleep]]
     assert not sleepers

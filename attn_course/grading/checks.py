@@ -8,10 +8,20 @@ this module (IPython's ``_render_traceback_`` protocol).
 
 Answers are always compared with an independent reference passed in by the test
 (float64 numpy, ``attn_course``'s implementations, torch's own functions), never
-with the learner's code. Before comparing, every check asks
-:mod:`attn_course.grading.integrity` whether code in the notebook has replaced a
-numpy, torch or course function since the checks were imported, and fails if so;
-the numpy functions used here are also bound when this module is imported.
+with the learner's code.
+
+The same test cells run in two places:
+
+- **in the learner's own kernel** (the learner running them in Jupyter, nbval, nbgrader):
+  the learner's functions are ordinary Python functions. Before comparing, every
+  check asks :mod:`attn_course.grading.integrity` whether code in the notebook has
+  replaced a numpy, torch or course function, and fails if so;
+- **in the grader's trusted worker** (``attn-course grade`` and ``check``): the test
+  cell runs outside the learner's process, and the learner's functions are
+  :class:`~attn_course.grading.remote.Remote` objects; :func:`call` sends the
+  arguments to the learner's process and gets plain data back, the shortcut and loop
+  checks read code compiled on the grader's side, and :func:`share` /
+  :func:`in_learner` place an object or run a probe where the learner's code runs.
 """
 
 from __future__ import annotations
@@ -25,12 +35,13 @@ import types
 import numpy as np
 import torch
 
-from attn_course.grading import integrity
+from attn_course.grading import integrity, remote
+from attn_course.grading.remote import LearnerError, Remote
 
 __all__ = [
     "CheckFailed", "call", "check", "check_close", "check_equal", "check_no_shortcut",
-    "check_raises", "check_shape", "check_sums_to_one", "check_type", "python_loop_in",
-    "replaced", "to_float64",
+    "check_raises", "check_shape", "check_sums_to_one", "check_type", "in_learner",
+    "python_loop_in", "replaced", "share", "to_float64",
 ]
 
 # Bound now, before any learner code runs (see the module docstring).
@@ -80,6 +91,8 @@ def call(fn, *args, hint: str = "", copy_args: bool = True, **kwargs):
     """
     name = getattr(fn, "__name__", repr(fn))
     _guard(name)
+    if isinstance(fn, Remote):
+        return _call_remote(fn, name, args, kwargs, hint, copy_args)
     if not callable(fn):
         raise CheckFailed(name, f"expected a function, found {type(fn).__name__}",
                           "run the answer cell that defines it (def ...) first")
@@ -98,6 +111,70 @@ def call(fn, *args, hint: str = "", copy_args: bool = True, **kwargs):
     if given is not None:
         _check_unchanged(name, fn, args, kwargs, given)
     return result
+
+
+def _learner_failure(name: str, exc: LearnerError, hint: str) -> CheckFailed:
+    """The FAIL for an exception the learner's code raised in its own process."""
+    if exc.is_a(NotImplementedError):
+        return CheckFailed(name, "not written yet: the answer cell still raises "
+                           "NotImplementedError",
+                           "replace `raise NotImplementedError()` with your code")
+    if exc.ename == "NameError" and f"'{name}'" in exc.evalue:
+        return CheckFailed(name, "is not defined in your notebook",
+                           "run the answer cell that defines it (def ...) first")
+    if not exc.evalue:
+        return CheckFailed(name, f"raised {exc.ename} (its message is not shown for hidden "
+                           f"tests)", hint)
+    return CheckFailed(name, f"raised {exc.ename}: {exc.evalue}{exc.where}", hint)
+
+
+def _call_remote(fn: Remote, name: str, args, kwargs, hint: str, copy_args: bool):
+    session = fn._session
+    try:
+        result, after = session.call(fn._target, args, kwargs, report_args=copy_args)
+    except LearnerError as exc:
+        if type(exc).__name__ == "LearnerTimeout":
+            raise
+        raise _learner_failure(name, exc, hint) from None
+    for key, now in after.items():
+        before = args[key] if isinstance(key, int) else kwargs[key]
+        if _array_like(before) and _array_like(now) and not _same(now, _snapshot(before)):
+            code = session.code_of(fn.remote_name or "")
+            params = list(code.co_varnames[:code.co_argcount]) if code else []
+            arg = key if isinstance(key, str) else (
+                params[key] if key < len(params) else f"argument {key + 1}")
+            raise CheckFailed(name, f"changed its argument `{arg}` in place", _IN_PLACE_HINT)
+    return result
+
+
+_IN_PLACE_HINT = ("compute into a new array (x = x - m, not x -= m; no out=, no in-place methods "
+                  "such as mul_): the caller's values must stay as they were")
+
+
+def share(obj):
+    """``obj`` where the learner's code runs: in the grader, a copy kept in the learner's
+    process (a handle to it); in the learner's own kernel, ``obj`` itself."""
+    session = remote.current()
+    return session.share(obj) if session is not None else obj
+
+
+def in_learner(name: str, probe, *args, hint: str = "", **kwargs):
+    """``probe(*args, **kwargs)`` run where the learner's code runs: in the grader, in the
+    learner's process, on its objects (arguments that are the learner's functions or
+    objects placed with :func:`share` are used there; the result comes back as plain
+    data); in the learner's own kernel, here. A failure in it is a FAIL of check ``name`` with ``hint``."""
+    session = remote.current()
+    if session is None:
+        return call(probe, *args, hint=hint, copy_args=False, **kwargs)
+    try:
+        return session.run_here(probe, args, kwargs)
+    except LearnerError as exc:
+        if type(exc).__name__ == "LearnerTimeout":
+            raise
+        if exc.ename == "CheckFailed" and exc.evalue.startswith("FAIL "):
+            raise CheckFailed(name, exc.evalue.split(": ", 1)[-1].split("\n  hint: ")[0],
+                              hint) from None
+        raise _learner_failure(name, exc, hint) from None
 
 
 def _array_like(x) -> bool:
@@ -141,10 +218,7 @@ def _check_unchanged(name: str, fn, args, kwargs, given: dict) -> None:
         if not _same(now, before):
             arg = key if isinstance(key, str) else (
                 params[key] if key < len(params) else f"argument {key + 1}")
-            raise CheckFailed(name, f"changed its argument `{arg}` in place",
-                              "compute into a new array (x = x - m, not x -= m; "
-                              "no out=, no in-place methods such as mul_): the caller's "
-                              "values must stay as they were")
+            raise CheckFailed(name, f"changed its argument `{arg}` in place", _IN_PLACE_HINT)
 
 
 def to_float64(x):
@@ -285,6 +359,18 @@ def check_raises(name: str, fn, *args, exception=ValueError, hint: str = "", **k
     _guard(name)
     try:
         fn(*args, **kwargs)
+    except LearnerError as exc:  # raised in the learner's process
+        if type(exc).__name__ == "LearnerTimeout":
+            raise
+        if exc.is_a(exception):
+            _print(f"PASS {name}")
+            return
+        if exc.is_a(NotImplementedError):
+            raise CheckFailed(name, "not written yet: the answer cell still raises "
+                              "NotImplementedError", hint) from None
+        detail = f": {exc.evalue}" if exc.evalue else ""
+        raise CheckFailed(name, f"raised {exc.ename} instead of {exception.__name__}{detail}",
+                          hint) from None
     except exception:
         _print(f"PASS {name}")
         return
@@ -303,28 +389,22 @@ def check_no_shortcut(name: str, fn, forbidden=(), hint: str = "",
     (e.g. ``softmax``: ``torch.softmax``, ``F.softmax``, ``x.softmax(...)`` or an imported
     ``softmax``), or anything from one of ``modules``.
 
-    Names are read from the bytecode. A function that the learner defined in the notebook
-    may carry a forbidden name (a hand-written ``def softmax``); it is checked in turn, so
-    a helper cannot hide a shortcut either.
+    Names are read from the bytecode (in the grader, compiled there from the submitted
+    cells). A function that the learner defined in the notebook may carry a forbidden name
+    (a hand-written ``def softmax``); it is checked in turn, so a helper cannot hide a
+    shortcut either.
     """
     _guard(name)
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        raise CheckFailed(name, f"expected a Python function, found {type(fn).__name__}", hint)
     forbidden = set(forbidden)
-    seen: set[int] = set()
+    seen: set = set()
 
-    def visit(f, where: str) -> None:
-        if id(f) in seen:
+    def visit(view: _FunctionView, where: str) -> None:
+        if view.key in seen:
             return
-        seen.add(id(f))
-        scope = dict(f.__globals__)
-        for var, cell in zip(f.__code__.co_freevars, f.__closure__ or (), strict=False):
-            try:
-                scope[var] = cell.cell_contents
-            except ValueError:  # an empty closure cell
-                pass
-        for kind, n in sorted(_code_loads(f.__code__)):
+        seen.add(view.key)
+        loads = _code_loads(view.code)
+        scope = view.describe({n for kind, n in loads if kind == "global"})
+        for kind, n in sorted(loads):
             if kind == "import":
                 if n.split(".")[0] in modules or set(n.split(".")) & forbidden:
                     raise CheckFailed(name, f"imports {n}{where}", hint)
@@ -333,21 +413,102 @@ def check_no_shortcut(name: str, fn, forbidden=(), hint: str = "",
                 if n in forbidden:
                     raise CheckFailed(name, f"uses {n}{where}", hint)
                 continue
-            obj = scope.get(n)
-            if _learner_defined(obj, fn):
-                visit(obj, f" (in your {n})")
-                continue
-            real = _library_name(obj)
+            d = scope.get(n) or _MISSING
+            if d["kind"] == "learner":
+                sub = view.child(n)
+                if sub is not None:
+                    visit(sub, f" (in your {n})")
+                    continue
+            real = d["name"] if d["kind"] == "object" else ""
             if n in forbidden or real in forbidden:
                 shown = n if n in forbidden or not real else f"{real} (as {n})"
                 raise CheckFailed(name, f"uses {shown}{where}", hint)
-            origin = getattr(obj, "__name__", "") if isinstance(obj, types.ModuleType) \
-                else getattr(obj, "__module__", "") or ""
-            if obj is not None and origin.split(".")[0] in modules:
+            origin = d["module"]
+            if d["kind"] in ("module", "object") and origin.split(".")[0] in modules:
                 raise CheckFailed(name, f"calls {n} from {origin}{where}", hint)
 
-    visit(fn, "")
+    visit(_view(fn, name, hint), "")
     _print(f"PASS {name}")
+
+
+_MISSING = {"kind": "missing", "module": "", "name": ""}
+
+
+class _FunctionView:
+    """What the code checks need of a learner's function: its code, what the names it
+    reads refer to, and the views of the notebook's functions it calls."""
+
+    key: object
+    code: types.CodeType
+
+    def describe(self, names) -> dict:
+        raise NotImplementedError
+
+    def child(self, name: str):
+        raise NotImplementedError
+
+
+class _LocalView(_FunctionView):
+    """A function in this process (the learner's own kernel)."""
+
+    def __init__(self, fn):
+        self.fn, self.key, self.code = fn, id(fn), fn.__code__
+
+    def _scope(self) -> dict:
+        scope = dict(self.fn.__globals__)
+        for var, cell in zip(self.code.co_freevars, self.fn.__closure__ or (), strict=False):
+            try:
+                scope[var] = cell.cell_contents
+            except ValueError:  # an empty closure cell
+                pass
+        return scope
+
+    def describe(self, names) -> dict:
+        from attn_course.grading.learner import _ABSENT, _descriptor
+
+        scope = self._scope()
+        return {n: _descriptor(scope.get(n, _ABSENT), self.fn.__globals__) for n in names}
+
+    def child(self, name: str):
+        obj = self._scope().get(name)
+        if isinstance(obj, types.FunctionType) and obj.__globals__ is self.fn.__globals__:
+            return _LocalView(obj)
+        return None
+
+
+class _RemoteView(_FunctionView):
+    """A function of the notebook graded in the learner's process: its code compiled
+    here from the submitted cells; what its names refer to asked of that process."""
+
+    def __init__(self, session, fname: str, code):
+        self.session, self.fname, self.key, self.code = session, fname, ("remote", fname), code
+
+    def describe(self, names) -> dict:
+        raw = self.session.describe({"global": self.fname}, names)
+        out = {}
+        for n in names:
+            d = raw.get(n)
+            if not isinstance(d, dict):
+                d = _MISSING
+            out[n] = {k: str(d.get(k, ""))[:200] for k in ("kind", "module", "name")}
+        return out
+
+    def child(self, name: str):
+        code = self.session.code_of(name)
+        return _RemoteView(self.session, name, code) if code is not None else None
+
+
+def _view(fn, name: str, hint: str) -> _FunctionView:
+    if isinstance(fn, Remote):
+        code = fn._session.code_of(fn.remote_name or "")
+        if code is None:
+            raise CheckFailed(name, f"could not read the code of {fn.__name__}: it is not "
+                              f"defined with `def` at the top of an answer cell", hint or
+                              "define the function with def in its answer cell")
+        return _RemoteView(fn._session, fn.remote_name, code)
+    if getattr(fn, "__code__", None) is None:
+        raise CheckFailed(name, f"expected a Python function, found {type(fn).__name__}", hint)
+    return _LocalView(fn)
 
 
 @contextlib.contextmanager
@@ -355,6 +516,13 @@ def replaced(fn, name: str, value):
     """While the ``with`` block runs, the global ``name`` that ``fn`` sees is ``value``;
     put back after. Tests use it to grade a later task with the course's helper in place
     of the learner's, so that a mistake in an earlier task does not count twice."""
+    if isinstance(fn, Remote):
+        token = fn._session.set_global(fn._target, name, value)
+        try:
+            yield
+        finally:
+            fn._session.restore_global(token)
+        return
     scope = getattr(fn, "__globals__", {})
     absent = object()
     saved = scope.get(name, absent)
@@ -377,45 +545,37 @@ def python_loop_in(fn, calls=()) -> str:
     vectorised code check that this is "", tasks that ask for a recurrence that it is not.
     """
     calls = set(calls)
-    todo, seen = [fn], set()
+    try:
+        todo = [_view(fn, getattr(fn, "__name__", "the function"), "")]
+    except CheckFailed:
+        return ""
+    seen: set = set()
     while todo:
-        f = todo.pop()
-        if id(f) in seen or getattr(f, "__code__", None) is None:
+        view = todo.pop()
+        if view.key in seen:
             continue
-        seen.add(id(f))
-        codes = [f.__code__]
+        seen.add(view.key)
+        fname = view.code.co_name
+        codes = [view.code]
+        names: set[str] = set()
         while codes:
             code = codes.pop()
             for ins in dis.get_instructions(code):
                 backward = (ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs) \
                     and isinstance(ins.argval, int) and ins.argval < ins.offset
                 if ins.opname == "FOR_ITER" or backward:
-                    return f"a loop (for, while or a comprehension) in {f.__name__}"
+                    return f"a loop (for, while or a comprehension) in {fname}"
                 if ins.opname.startswith("LOAD_") and ins.argval in calls:
-                    return f"{ins.argval} in {f.__name__}"
+                    return f"{ins.argval} in {fname}"
             codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
-            for name in code.co_names:
-                g = f.__globals__.get(name)
-                if isinstance(g, types.FunctionType) and g.__globals__ is fn.__globals__:
-                    todo.append(g)
+            names |= set(code.co_names)
+        kinds = view.describe(names)
+        for n in sorted(names):
+            if (kinds.get(n) or _MISSING)["kind"] == "learner":
+                sub = view.child(n)
+                if sub is not None:
+                    todo.append(sub)
     return ""
-
-
-def _library_name(obj) -> str:
-    """The name a library object was defined with (``cumsum`` for ``from torch import
-    cumsum as total``), looking through ``functools.partial``; "" for other objects."""
-    obj = getattr(obj, "func", obj) if type(obj).__name__ == "partial" else obj
-    if isinstance(obj, types.ModuleType):
-        return ""
-    name = getattr(obj, "__name__", "")
-    return name if isinstance(name, str) else ""
-
-
-def _learner_defined(obj, fn) -> bool:
-    """Whether ``obj`` is a function defined in ``fn``'s notebook (it shares its globals)."""
-    if isinstance(obj, types.FunctionType):
-        return obj.__globals__ is fn.__globals__
-    return False
 
 
 def _code_loads(code: types.CodeType) -> set[tuple[str, str]]:

@@ -32,11 +32,11 @@ def _fast_imports() -> None:
     skip_slow_imports()
 
 
-def _limits(args):
+def _limits(args, trusted: bool = False):
     from attn_course.grading.sandbox import GiB, Limits
 
     return Limits(cell_timeout=args.cell_timeout, total_timeout=args.timeout,
-                  memory=int(args.memory_limit * GiB))
+                  memory=int(args.memory_limit * GiB), trusted=trusted)
 
 
 def _add_limits(p: argparse.ArgumentParser, cell_timeout: float, timeout: float) -> None:
@@ -88,7 +88,7 @@ def cmd_check(args) -> int:
     from attn_course.grading.forkserver import KERNEL_ENV, ForkServer
 
     with ForkServer(KERNEL_ENV) as server:  # preloads torch while the rest starts
-        result = grade_notebook("self-check", path, sources, _limits(args),
+        result = grade_notebook("self-check", path, sources, _limits(args, trusted=True),
                                 visible_only=bool(args.source), fork_server=server.path)
     print(format_result(result))
     print("These are the visible tests only: more tests run when the work is graded, so "
@@ -105,7 +105,8 @@ def cmd_grade(args) -> int:
     from attn_course.grading.grader import grade_all
 
     try:
-        results = grade_all(args.submissions, args.source, args.out, _limits(args),
+        results = grade_all(args.submissions, args.source, args.out,
+                            _limits(args, trusted=args.no_sandbox),
                             jobs=args.jobs, progress=not args.no_progress, server=server,
                             visibility=args.visibility)
     except (FileNotFoundError, ValueError) as exc:
@@ -160,6 +161,9 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=_positive(int), default=1, metavar="N",
                    help="notebooks graded at once (default 1; one per core is a good choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="for work you trust only (your own notebooks): run it without isolation "
+                        "where this machine has none (see `attn-course doctor`)")
     p.add_argument("--visibility", default="visible", choices=VISIBILITIES,
                    help="when Gradescope shows learners each test's result (results.json)")
     _add_limits(p, cell_timeout=30, timeout=300)

@@ -1,23 +1,21 @@
-"""Start grading kernels in a fraction of a second by forking them.
+"""Start grading workers in a fraction of a second by forking them.
 
-Most of the time a fresh kernel needs goes into importing numpy, torch, IPython and
-ipykernel (about 2 s of CPU), the same for every submission. For a batch, the grader
+Most of the time a fresh worker needs goes into importing numpy, torch and the
+course (about 2 s of CPU), the same for every submission. For a batch, the grader
 starts one *fork server*: a process that imports them once, then, for each request,
-forks a child that becomes a new kernel. Each kernel is still its own process, in its
-own session (process group), with its own memory and file-size limits and working
-directory; nothing of one submission is visible in another, because a child is
-forked from the server, which never runs learner code. (``multiprocessing``'s
-"forkserver" start method and Android's zygote work the same way.)
+forks a child that becomes a new trusted worker (:mod:`attn_course.grading.worker`),
+in its own session (process group) and scratch folder. (``multiprocessing``'s
+"forkserver" start method and Android's zygote work the same way.) The learner's
+code never runs in the server or its children: each worker starts the learner's own
+process in the sandbox (:mod:`attn_course.grading.isolation`).
 
-Caveats: the server forks with no thread running (numpy's BLAS and torch are told to
-use one thread through the environment before they load); the Python, numpy and
-torch random states start the same in every kernel (as torch's always does), and
-Python and numpy re-seed from the OS after the fork. When the server is not
-running, the worker launches ``python -m ipykernel_launcher`` as usual.
+Caveat: the server forks with no thread running (numpy's BLAS and torch are told to
+use one thread through the environment before they load). When the server is not
+running, the grader starts ``python -m attn_course.grading.worker`` as usual.
 
-Protocol: one JSON line per connection on a Unix socket, ``{"argv", "cwd", "env",
-"memory", "files", "log"}``; the answer is ``{"pid": n}``. The socket file appears
-when the server is ready; ``<socket>.failed`` says why it gave up.
+Protocol: one JSON line per connection on a Unix socket, ``{"job", "progress", "key",
+"cwd"}``; the answer is ``{"pid": n}``. The socket file appears when the server is
+ready; ``<socket>.failed`` says why it gave up.
 """
 
 from __future__ import annotations
@@ -31,54 +29,41 @@ import sys
 import tempfile
 import time
 
-# The environment of every kernel (and of the server, which must not start threads).
+# The environment of every worker and learner process (and of the server, which must
+# not start threads).
 KERNEL_ENV = {
-    # one thread per kernel: parallel jobs do not oversubscribe the cores
+    # one thread per process: parallel jobs do not oversubscribe the cores
     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
     "MALLOC_ARENA_MAX": "2", "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
     "PYTHONDONTWRITEBYTECODE": "1", "TQDM_DISABLE": "1",
 }
 
-PRELOAD = ("numpy", "torch", "torch.nn.functional", "ipykernel.kernelapp",
-           "attn_course.similarity", "attn_course.softmax", "attn_course.attention",
-           "attn_course.multihead", "attn_course.testing")
+PRELOAD = ("numpy", "torch", "torch.nn.functional", "cloudpickle", "nbformat",
+           "attn_course.grading.checks", "attn_course.grading.remote",
+           "attn_course.grading.worker", "attn_course.similarity", "attn_course.softmax",
+           "attn_course.attention", "attn_course.multihead", "attn_course.transformer",
+           "attn_course.testing")
 
 
-def _become_kernel(req: dict) -> None:
-    """In the forked child: set it up as a fresh kernel process, run the kernel, exit."""
+def _become_worker(req: dict) -> None:
+    """In the forked child: run one grading worker, then exit."""
     code = 1
     try:
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        from attn_course.grading.worker import set_limits
-
-        set_limits(int(req.get("memory", 0)), int(req.get("files", 0)))
         os.chdir(req["cwd"])
-        os.environ.clear()
-        os.environ.update(req["env"])
-        null = os.open(os.devnull, os.O_RDONLY)
-        log = os.open(req.get("log") or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        sys.argv = ["ipykernel_launcher", *req["argv"]]
-        sys.path[0] = req["cwd"]
-        import random
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        from attn_course.grading.worker import run
 
-        import numpy as np
-
-        random.seed()
-        np.random.seed()  # noqa: NPY002 (the legacy global state learners may use)
-        from ipykernel.kernelapp import IPKernelApp
-
-        IPKernelApp.launch_instance(argv=req["argv"])
-        code = 0
+        code = run(req["job"], req["progress"], req["key"].encode())
     finally:
         os._exit(code)
 
 
 def serve(path: str) -> None:
-    """Preload, then fork one kernel per request until the parent goes away."""
+    """Preload, then fork one worker per request until the parent goes away."""
     import importlib
 
     for name in PRELOAD:
@@ -117,10 +102,10 @@ def serve(path: str) -> None:
                 if pid == 0:
                     srv.close()
                     conn.close()
-                    _become_kernel(req)
+                    _become_worker(req)
                 children.add(pid)
                 conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-    finally:  # the parent is gone: end the kernels it asked for
+    finally:  # the parent is gone: end the workers it started
         for pid in children:
             try:
                 os.killpg(pid, signal.SIGKILL)
@@ -140,12 +125,12 @@ def wait_until_ready(path: str, timeout: float = 120) -> bool:
     return False
 
 
-def request_kernel(path: str, argv: list[str], cwd: str, env: dict, memory: int = 0,
-                   files: int = 0, log: str = "", timeout: float = 30) -> int:
-    """Ask the server at ``path`` for a kernel; return its pid."""
+def request_worker(path: str, job: str, progress: str, key: str, cwd: str,
+                   timeout: float = 30) -> int:
+    """Ask the server at ``path`` for a worker grading ``job``; return its pid."""
     if not wait_until_ready(path):
-        raise ConnectionError(f"no kernel fork server at {path}")
-    req = {"argv": argv, "cwd": cwd, "env": env, "memory": memory, "files": files, "log": log}
+        raise ConnectionError(f"no fork server at {path}")
+    req = {"job": job, "progress": progress, "key": key, "cwd": cwd}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
@@ -163,7 +148,7 @@ class ForkServer:
     """The server process for one batch: ``with ForkServer(env) as fs: ... fs.path``.
 
     It starts at once and preloads in the background (on two cores, while the grader
-    and its first worker start); a kernel request waits until it is ready, and falls
+    and its first worker start); a request waits until it is ready, and falls
     back to a normal launch if it failed.
     """
 
@@ -207,8 +192,8 @@ def _alive(pid: int) -> bool:
 
 
 class ForkedProcess:
-    """The part of ``subprocess.Popen`` that jupyter_client uses, for a forked kernel
-    (not our child, so its status is read from /proc)."""
+    """The part of ``subprocess.Popen`` the grader uses, for a forked worker (not our
+    child, so its status is read from /proc)."""
 
     stdin = stdout = stderr = None
 
@@ -224,7 +209,7 @@ class ForkedProcess:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired("kernel", timeout)
+                raise subprocess.TimeoutExpired("worker", timeout)
             time.sleep(0.05)
         return self.returncode
 
@@ -239,33 +224,6 @@ class ForkedProcess:
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
-
-
-def fork_provisioner_class():
-    """A jupyter_client provisioner that asks the fork server (imported lazily)."""
-    from jupyter_client.provisioning import LocalProvisioner
-
-    class ForkProvisioner(LocalProvisioner):
-        fork_socket = ""
-        memory = files = 0
-        log = ""
-
-        async def launch_kernel(self, cmd, **kwargs):
-            if not (self.fork_socket and cmd[1:3] == ["-m", "ipykernel_launcher"]):
-                return await super().launch_kernel(cmd, **kwargs)
-            env = dict(kwargs.get("env") or os.environ)
-            try:
-                pid = request_kernel(self.fork_socket, cmd[3:],
-                                     str(kwargs.get("cwd") or os.getcwd()), env, self.memory,
-                                     self.files, self.log)
-            except (OSError, ValueError, KeyError):  # no server: launch the usual way
-                return await super().launch_kernel(cmd, **kwargs)
-            self.process = ForkedProcess(pid)
-            self.pid = self.pgid = pid
-            self.cwd = kwargs.get("cwd", os.getcwd())
-            return self.connection_info
-
-    return ForkProvisioner
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ from attn_course.grading import notebooks as nbf
 from attn_course.grading import reports
 from attn_course.grading.assemble import assemble, match_score
 from attn_course.grading.sandbox import Limits, run_isolated
-from attn_course.grading.scoring import MISSING, UNREADABLE, NotebookResult, score_run
-
-GRADER_ERROR = "grader error"
+from attn_course.grading.scoring import GRADER_ERROR, MISSING, UNREADABLE, NotebookResult, score_run
 
 
 def load_sources(source) -> dict:
@@ -124,8 +122,28 @@ def grade_notebook(submission: str, path: Path, sources: dict, limits: Limits,
         from attn_course.grading.release import release_notebook
         source = release_notebook(source)
     assembled = assemble(nb, source, visible_only=visible_only)
-    outcome = run_isolated(assembled.nb, limits, fork_server=fork_server)
+    outcome = run_isolated(assembled.nb, limits, fork_server=fork_server,
+                           roles=[c.role for c in assembled.cells])
     return score_run(submission, name, source, assembled, outcome, limits)
+
+
+def resolve_isolation(limits: Limits) -> Limits:
+    """``limits`` with the isolation this machine gives; ValueError when that is none and
+    the work is not trusted (see :mod:`attn_course.grading.isolation`)."""
+    import dataclasses
+
+    from attn_course.grading.isolation import MODES, detect
+
+    if limits.isolation and limits.isolation not in MODES:
+        raise ValueError(f"isolation must be one of {', '.join(MODES)}, got {limits.isolation!r}")
+    found = detect()
+    mode = limits.isolation or found.mode
+    if mode == "none" and not limits.trusted:
+        raise ValueError(
+            f"refusing to grade: learners' code would run with the grader's rights ({found.detail}). "
+            f"Install bubblewrap (apt-get install bubblewrap) or grade as root; to grade work you "
+            f"trust (your own notebooks) without isolation, pass --no-sandbox")
+    return dataclasses.replace(limits, isolation=mode)
 
 
 def start_fork_server():
@@ -175,9 +193,13 @@ def grade_all(paths, source, out_dir, limits: Limits, jobs: int = 1,
     """
     try:
         reports.require_visibility(visibility)  # before any grading starts
+        limits = resolve_isolation(limits)
         sources = load_sources(source)
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from attn_course.grading.isolation import require_private
+
+        require_private([source, out_dir], limits.isolation)
     except BaseException:
         if server:
             server.close()

@@ -1,16 +1,14 @@
-"""Run an assembled notebook in its own process and kernel, and always come back.
+"""Grade an assembled notebook in a worker process of its own, and always come back.
 
-:func:`run_isolated` writes the notebook to a scratch directory, starts
-:mod:`attn_course.grading.worker` there with ``start_new_session=True`` and waits at
-most ``limits.total_timeout`` seconds. Past that it kills the worker's process group
-and the kernel's (jupyter_client starts the kernel in a session of its own, whose id
-the worker reports first), then reads whatever cell outcomes the worker had recorded.
-Nothing the notebook does — an infinite loop, ``os._exit``, a crash, 50 MB of output,
-a huge allocation — can make this function raise or hang; the caller turns the
-outcome into a status.
-
-Process isolation is not a security boundary against a hostile learner with code
-execution: see the threat model in ``docs/instructors.md``.
+:func:`run_isolated` writes the job (the cells, hidden tests included, and the limits)
+into a scratch folder readable by the grader only, starts the trusted worker
+(:mod:`attn_course.grading.worker`: forked from the batch's fork server when there is
+one) in a new session, and waits at most ``limits.total_timeout`` seconds. Past that
+it kills the worker's process group and the learner's sandbox (whose processes all die
+with it), then reads whatever cell outcomes the worker had recorded. Nothing the
+notebook does can make this function raise or hang; the caller turns the outcome into
+a status. The learner's code itself runs in the sandbox of
+:mod:`attn_course.grading.isolation`, started by the worker.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,10 @@ class Limits:
     total_timeout: float = 300.0  # seconds per notebook, kernel start included
     memory: int = 4 * GiB  # address space per process (RLIMIT_AS)
     output: int = 1_000_000  # bytes of output kept per cell
-    files: int = 256 * (1 << 20)  # bytes per file the kernel writes
+    files: int = 256 * (1 << 20)  # bytes per file the learner's code writes
+    processes: int = 64  # processes and threads the learner's code may start
+    isolation: str = ""  # bwrap, user or none; "" = the best this machine allows
+    trusted: bool = False  # the work is the grader's own: running it without isolation is fine
 
 
 @dataclass
@@ -52,8 +54,21 @@ class Outcome:
     returncode: int | None = None
     stderr_tail: str = ""
     seconds: float = 0.0
+    start_failed: str = ""  # why the learner's process could not start
 
 
+
+
+_slots: set[int] = set()
+_slots_lock = threading.Lock()
+
+
+def _take_slot() -> int:
+    """The lowest free job slot (the ``user`` mode's uid is ``UID_BASE + slot``)."""
+    with _slots_lock:
+        slot = next(i for i in range(len(_slots) + 1) if i not in _slots)
+        _slots.add(slot)
+        return slot
 
 
 def _kill_group(pgid: int | None) -> None:
@@ -74,7 +89,7 @@ def _events(path: Path, key: bytes) -> list[dict]:
     events = []
     for line in lines:
         text = verify_line(key, line)
-        if text is None:  # cut short by a kill, or not written by the worker
+        if text is None:  # cut short by a kill
             continue
         try:
             events.append(json.loads(text))
@@ -84,74 +99,93 @@ def _events(path: Path, key: bytes) -> list[dict]:
 
 
 def _read_progress(path: Path, key: bytes, outcome: Outcome) -> int | None:
-    kernel_pid = None
+    sandbox_pid = None
     for event in _events(path, key):
-        if event.get("event") == "kernel":
-            kernel_pid = event.get("pid")
+        if event.get("event") == "sandbox":
+            sandbox_pid = event.get("pid")
         elif event.get("event") == "cell":
             outcome.cells[int(event["index"])] = event
+        elif event.get("event") == "start_failed":
+            outcome.start_failed = str(event.get("why", ""))
         elif event.get("event") == "done":
             outcome.finished = True
-    return kernel_pid
+    return sandbox_pid
 
 
-def _kernel_pid(path: Path, key: bytes) -> int | None:
-    for event in _events(path, key):
-        if event.get("event") == "kernel":
-            return event.get("pid")
-    return None
+def job_cells(nb) -> list[dict]:
+    """The assembled notebook's code cells as the worker reads them."""
+    return [{"role": c.metadata.get("attn_course", {}).get("role", ""), "source": c.source}
+            for c in nb.cells]
 
 
-def run_isolated(nb: nbformat.NotebookNode, limits: Limits, fork_server: str = "") -> Outcome:
-    """Execute ``nb`` in a fresh worker process and kernel; never raises for what the
-    notebook does. ``fork_server``: the socket of a running
-    :class:`~attn_course.grading.forkserver.ForkServer` to start the kernel from."""
+def run_isolated(nb: nbformat.NotebookNode, limits: Limits, fork_server: str = "",
+                 roles: list[str] | None = None) -> Outcome:
+    """Grade ``nb`` (assembled; ``roles`` gives each cell's role: answer, test, ...) in a
+    fresh worker and sandbox; never raises for what the notebook does. ``fork_server``:
+    the socket of a running :class:`~attn_course.grading.forkserver.ForkServer`."""
+    from attn_course.grading import isolation
+
     start = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix="attn-grade-"))
-    # Unix socket paths are limited to about 100 bytes, so they go in a short directory
-    ipc_dir = tempfile.mkdtemp(prefix="ag-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    scratch = Path(tempfile.mkdtemp(prefix="attn-grade-"))  # mode 0700
     outcome = Outcome()
     key = secrets.token_hex(32).encode()
+    slot = _take_slot()
     try:
-        nb_path, progress = scratch / "notebook.ipynb", scratch / "progress.jsonl"
-        work = scratch / "work"
-        work.mkdir()
-        nbformat.write(nb, str(nb_path))
-        cmd = [sys.executable, "-m", "attn_course.grading.worker", str(nb_path), str(progress),
-               "--cell-timeout", str(limits.cell_timeout), "--memory-limit", str(limits.memory),
-               "--file-limit", str(limits.files), "--output-limit", str(limits.output),
-               "--ipc-dir", ipc_dir, "--fork-server", fork_server]
-        env = {**os.environ, **KERNEL_ENV}
-        with open(scratch / "worker.log", "wb") as log:
-            proc = subprocess.Popen(cmd, cwd=work, env=env, stdin=subprocess.PIPE,
-                                    stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+        mode = limits.isolation or isolation.detect().mode
+        cells = job_cells(nb)
+        if roles is not None:
+            for c, role in zip(cells, roles, strict=True):
+                c["role"] = role
+        job, progress = scratch / "job.json", scratch / "progress.jsonl"
+        job.write_text(json.dumps({
+            "cells": cells, "isolation": mode, "slot": slot,
+            "limits": {"cell_timeout": limits.cell_timeout, "memory": limits.memory,
+                       "files": limits.files, "output": limits.output,
+                       "processes": limits.processes}}), encoding="utf-8")
+        worker = None
+        if fork_server:
+            from attn_course.grading.forkserver import ForkedProcess, request_worker
+
             try:
-                proc.stdin.write(key + b"\n")
-                proc.stdin.close()
-            except OSError:  # the worker is already gone; its exit code will say why
+                worker = ForkedProcess(request_worker(fork_server, str(job), str(progress),
+                                                      key.decode(), str(scratch)))
+            except (OSError, ValueError, KeyError):
+                worker = None
+        if worker is None:
+            env = {**os.environ, **KERNEL_ENV}
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "attn_course.grading.worker", str(job), str(progress)],
+                cwd=scratch, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                worker.stdin.write(key + b"\n")
+                worker.stdin.close()
+            except OSError:
                 pass
-            try:
-                outcome.returncode = proc.wait(timeout=limits.total_timeout)
-            except subprocess.TimeoutExpired:
-                outcome.killed = True
-                _kill_group(_kernel_pid(progress, key))
-                _kill_group(proc.pid)
-                outcome.returncode = proc.wait()
-        kernel_pid = _read_progress(progress, key, outcome)
-        _kill_group(kernel_pid)  # anything the kernel left behind
-        _kill_group(proc.pid)
         try:
-            with open(scratch / "worker.log", "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 2000))
-                outcome.stderr_tail = f.read().decode("utf-8", "replace")
-        except OSError:
-            pass
+            outcome.returncode = worker.wait(timeout=limits.total_timeout)
+        except subprocess.TimeoutExpired:
+            outcome.killed = True
+            _kill_group(_sandbox_pid(progress, key))
+            _kill_group(worker.pid)
+            outcome.returncode = worker.wait()
+        sandbox_pid = _read_progress(progress, key, outcome)
+        _kill_group(sandbox_pid)
+        _kill_group(worker.pid)
+        if mode == "user":
+            isolation.kill_user(isolation.UID_BASE + slot)
     except Exception as exc:  # the grader's own failure: report it, do not crash the batch
         outcome.stderr_tail = f"{type(exc).__name__}: {exc}"
     finally:
+        with _slots_lock:
+            _slots.discard(slot)
         shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(ipc_dir, ignore_errors=True)
         outcome.seconds = time.monotonic() - start
     return outcome
+
+
+def _sandbox_pid(path: Path, key: bytes) -> int | None:
+    for event in _events(path, key):
+        if event.get("event") == "sandbox":
+            return event.get("pid")
+    return None

@@ -17,9 +17,10 @@ Every notebook gets exactly one status:
   still ran) or the notebook past ``--timeout`` (it was stopped); tests that ran
   before still count.
 
-When the last cell finds that the notebook replaced a watched numpy, torch or course
-function (:mod:`attn_course.grading.integrity`), every test scores 0 and the reason
-says what was replaced.
+- ``grader error``: the sandbox for the learner's code could not be started.
+
+Test cells run in the grader's own process (:mod:`attn_course.grading.worker`), so
+what a notebook does to its own libraries cannot change a verdict.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from attn_course.grading.sandbox import Limits, Outcome
 
 GRADED, UNREADABLE, MISSING = "graded", "unreadable notebook", "test cells missing"
 DIED, TIMED_OUT = "kernel died", "timed out"
-STATUSES = (GRADED, UNREADABLE, MISSING, DIED, TIMED_OUT)
+GRADER_ERROR = "grader error"
+STATUSES = (GRADED, UNREADABLE, MISSING, DIED, TIMED_OUT, GRADER_ERROR)
 
 
 @dataclass
@@ -92,14 +94,19 @@ def score_run(submission: str, notebook: str, source, assembled: Assembled,
     died = [i for i, r in recs.items() if r.get("outcome") == "died"]
     overran = [i for i, r in recs.items() if r.get("outcome") == "timeout"]
     ran = max(recs) if recs else -1
-    if outcome.killed:
+    if outcome.start_failed:
+        status = GRADER_ERROR
+        reason = (f"the grader could not start the sandbox for the learner's code "
+                  f"({outcome.start_failed}); nothing was run")
+    elif outcome.killed:
         status = TIMED_OUT
         reason = (f"the notebook ran longer than --timeout {limits.total_timeout:g} s and was "
                   f"stopped during {_describe(assembled, min(ran + 1, len(assembled.cells) - 1))}")
     elif died:
         status = DIED
-        reason = (f"the kernel died in {_describe(assembled, died[0])}: os._exit(), a crash, "
-                  f"or more memory than the {limits.memory / (1 << 30):g} GiB limit")
+        reason = (f"kernel died (the process running the notebook's code) in "
+                  f"{_describe(assembled, died[0])}: os._exit(), a crash, or more memory than the "
+                  f"{limits.memory / (1 << 30):g} GiB limit")
     elif overran:
         status = TIMED_OUT
         reason = (f"{_describe(assembled, overran[0])} ran longer than --cell-timeout "
@@ -129,7 +136,7 @@ def score_run(submission: str, notebook: str, source, assembled: Assembled,
             out, got = (f"FAIL: the test ran longer than {limits.cell_timeout:g} s "
                         f"(an infinite loop in your code?)"), 0.0
         elif rec["outcome"] == "died":
-            out, got = "FAIL: the kernel died while this test ran", 0.0
+            out, got = "FAIL: the notebook's process died while this test ran", 0.0
         elif rec["outcome"] == "aborted":
             out, got = "FAIL: not run (the kernel was still busy with an interrupted cell)", 0.0
         else:
@@ -140,21 +147,6 @@ def score_run(submission: str, notebook: str, source, assembled: Assembled,
                         f"raised {ans.get('ename')}: {ans.get('evalue')})")
             got = 0.0
         tests.append(TestResult(nbf.test_title(src), cell.grade_id, got, pts, out))
-
-    integrity = recs.get(len(assembled.cells) - 1)
-    ran = integrity is not None and integrity.get("outcome") in ("ok", "error")
-    if ran and assembled.cells[-1].role == "integrity":
-        if f"integrity ok {assembled.token}" not in integrity.get("stdout", ""):
-            printed = [line for line in integrity.get("stdout", "").splitlines()
-                       if line.startswith("integrity: ")]
-            replaced = (printed or [""])[0].removeprefix("integrity: ")
-            what = (f"it replaced {replaced.replace('; ', ', ')}" if replaced else
-                    "the grader's last cell did not run as written (errors were hidden "
-                    "or cells rewritten)")
-            for t in tests:
-                t.score = 0.0
-                t.output += "\n(scored 0: the notebook tampered with the libraries the tests use)"
-            reason = f"tampering detected, every test scores 0: {what}"[:1000]
 
     total = sum(t.score for t in tests)
     max_score = nbf.max_points(source)

@@ -1,42 +1,45 @@
-"""Run one assembled notebook in a fresh kernel, under limits (a child process).
+"""Grade one assembled notebook: the learner's cells in a sandbox, the tests here.
 
-Started by :mod:`attn_course.grading.sandbox` as
-``python -m attn_course.grading.worker NOTEBOOK PROGRESS --cell-timeout S ...`` in a
-new session (process group) and a scratch directory. It
+The grader's trusted worker, one process per notebook (forked from the batch's
+:mod:`~attn_course.grading.forkserver`, or started as ``python -m
+attn_course.grading.worker JOB PROGRESS``). It reads the job (the assembled cells,
+hidden tests included, and the limits) from a file in a scratch folder that the
+learner's process cannot see, deletes it, and starts the learner's process
+(:class:`~attn_course.grading.remote.LearnerProcess`) in the sandbox of
+:mod:`~attn_course.grading.isolation`. Then, cell by cell:
 
-- sets ``RLIMIT_AS`` (address space; the kernel inherits it, so an allocation of
-  50 GB fails with ``MemoryError`` instead of taking the machine) and caps the size
-  of files the kernel may write and core dumps;
-- starts an IPython kernel with nbclient and runs the cells one by one, each with
-  ``--cell-timeout``; a cell that runs over is interrupted and the next cell runs (a
-  second consecutive overrun stops the run: the kernel ignores interrupts);
-- keeps at most ``--output-limit`` bytes of each cell's output (50 MB printed by a
-  loop costs the grader nothing);
-- appends one JSON line per event to PROGRESS as it goes (the kernel's pid, then each
-  cell's outcome), so that the parent keeps every result up to the moment it has to
-  kill this process group for running past the total time limit. Each line is signed
-  with a key the parent sends on stdin, so lines the kernel writes there count for
-  nothing; the notebook file is deleted once read (it holds the hidden tests).
+- answer, set-up and added cells run **in the learner's process**, each under
+  ``cell_timeout`` (interrupted there; a process that ignores the interrupt is killed
+  and the remaining cells are not run);
+- test cells run **here**, in a namespace of their own: a name the test reads and did
+  not define is the learner's global of that name, reached through the pipe
+  (:class:`~attn_course.grading.remote.Remote`), so the tests, their references and
+  their hidden part never enter the learner's process. The hidden part of a test cell
+  runs with the learner's printed output and error messages withheld: what it reports
+  is written by the checks.
+
+Each cell's outcome is appended to PROGRESS as a signed JSON line as soon as it is
+known, so that the parent keeps every result up to the moment it has to stop this
+process for running past the total time limit.
 """
 
 from __future__ import annotations
 
-import argparse
+import builtins
+import contextlib
 import hashlib
 import hmac
+import io
 import json
 import os
 import re
 import resource
-import signal
 import sys
 import time
-import uuid
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-KEEP_TEXT = 4000  # characters of stdout and of a traceback kept per cell
-INTERRUPT_GRACE = 5.0  # seconds an interrupted cell has to stop
-PREAMBLE_TIMEOUT = 120.0  # seconds for the grader's preamble (imports numpy and torch)
+KEEP_TEXT = 4000  # characters of stdout and of an error kept per cell
+HIDDEN_BEGIN, HIDDEN_END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 
 
 def skip_slow_imports() -> None:
@@ -55,104 +58,12 @@ def set_limits(memory_bytes: int, file_bytes: int) -> None:
 
 
 def _clip(text: str, n: int = KEEP_TEXT) -> str:
+    text = ANSI.sub("", text)
     return text if len(text) <= n else text[: n // 2] + "\n[...]\n" + text[-n // 2:]
 
 
-def summarize(cell) -> dict:
-    """The outcome of an executed cell: stdout, and the error if it raised."""
-    stdout, error = [], None
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream" and out.get("name") == "stdout":
-            stdout.append(out.get("text", ""))
-        elif out.get("output_type") == "error":
-            tb = ANSI.sub("", "\n".join(out.get("traceback", [])))
-            error = {"ename": str(out.get("ename", "")), "evalue": _clip(str(out.get("evalue", ""))),
-                     "traceback": _clip(tb)}
-    rec = {"outcome": "error" if error else "ok", "stdout": _clip("".join(stdout))}
-    if error:
-        rec.update(error)
-    return rec
-
-
-def _wait_for_reply(client, seconds: float) -> bool:
-    """After an interrupt, wait for the interrupted cell's reply, so that the next
-    request does not reach a kernel still busy with it (which would abort it)."""
-    from nbclient.util import run_sync
-
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = run_sync(client.kc.shell_channel.get_msg)(timeout=left)
-        except Exception:  # queue.Empty: no reply in time
-            return False
-        if msg.get("msg_type") == "execute_reply":
-            return True
-    return False
-
-
-def make_client(nb, cell_timeout: float, output_limit: int, ipc_dir: str,
-                fork_socket: str = "", memory: int = 0, files: int = 0):
-    from jupyter_client import AsyncKernelManager
-    from nbclient import NotebookClient
-
-    class CappedClient(NotebookClient):
-        """A NotebookClient that keeps at most ``output_limit`` bytes per cell."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.sizes: dict[int, int] = {}
-
-        def output(self, outs, msg, display_id, cell_index):
-            if msg.get("msg_type") == "error":  # the failure itself is always kept
-                return super().output(outs, msg, display_id, cell_index)
-            size = len(json.dumps(msg.get("content", {})))
-            used = self.sizes.get(cell_index, 0)
-            self.sizes[cell_index] = used + size
-            if used + size <= output_limit:
-                return super().output(outs, msg, display_id, cell_index)
-            if used <= output_limit:
-                outs.append(_note(f"[output truncated by the grader after {output_limit} bytes]"))
-            return None
-
-    # nbclient needs the asynchronous manager: with a blocking one, waiting for the
-    # output of a cell whose kernel died blocks its event loop forever.
-    class KernelManager(AsyncKernelManager):
-        """Launches through the fork server when there is one (see forkserver)."""
-
-        async def _async_pre_start_kernel(self, **kw):
-            if self.provisioner is None and fork_socket:
-                from attn_course.grading.forkserver import fork_provisioner_class
-
-                self.kernel_id = self.kernel_id or str(uuid.uuid4())
-                prov = fork_provisioner_class()(kernel_id=self.kernel_id,
-                                                kernel_spec=self.kernel_spec, parent=self)
-                prov.fork_socket, prov.memory, prov.files = fork_socket, memory, files
-                prov.log = os.path.join(os.getcwd(), "kernel.log")
-                self.provisioner = prov
-            return await super()._async_pre_start_kernel(**kw)
-
-    km = KernelManager(kernel_name="python3", transport="ipc")
-    km.ip = os.path.join(ipc_dir, "kernel-ipc")  # a socket path must be short (< 108 bytes)
-
-    def timeout_for(cell) -> float:
-        # importing torch in the preamble can be slow on a loaded machine
-        preamble = cell.metadata.get("attn_course", {}).get("role") == "preamble"
-        return max(cell_timeout, PREAMBLE_TIMEOUT) if preamble else cell_timeout
-
-    return CappedClient(nb, km=km, timeout_func=timeout_for, allow_errors=True,
-                        record_timing=False, startup_timeout=120, iopub_timeout=10,
-                        resources={"metadata": {"path": os.getcwd()}})
-
-
-def _note(text: str):
-    import nbformat
-
-    return nbformat.v4.new_output("stream", name="stderr", text=text + "\n")
-
-
 def sign(key: bytes, text: str) -> str:
-    """``<hmac> <text>``: the parent ignores lines the kernel might forge (it can write to
-    the progress file, but never sees the key, which comes on this process's stdin)."""
+    """``<hmac> <text>``: the parent reads only lines signed with the key it gave."""
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest() + " " + text
 
 
@@ -163,98 +74,134 @@ def verify_line(key: bytes, line: str) -> str | None:
     return text if hmac.compare_digest(mac, good) else None
 
 
-def run(nb_path: str, progress_path: str, cell_timeout: float, output_limit: int,
-        ipc_dir: str, fork_socket: str = "", memory: int = 0, files: int = 0,
-        key: bytes = b"") -> int:
-    import nbformat
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-    from nbclient.util import run_sync
+def split_hidden(source: str) -> list[tuple[str, bool]]:
+    """``[(code, hidden)]``: the test cell's visible and hidden parts, in order. Each part
+    keeps its line numbers (other lines blanked). A marker inside an indented block makes
+    the whole cell one hidden part (learner text is then withheld throughout)."""
+    lines = source.split("\n")
+    parts: list[tuple[list[str], bool]] = []
+    hidden = False
+    current: list[str] = [""] * len(lines)
+    start_hidden = False
+    for i, line in enumerate(lines):
+        if HIDDEN_BEGIN in line or HIDDEN_END in line:
+            if line[: len(line) - len(line.lstrip())]:
+                return [(source, True)]
+            parts.append((current, start_hidden))
+            current = [""] * len(lines)
+            hidden = HIDDEN_BEGIN in line
+            start_hidden = hidden
+            continue
+        current[i] = line
+    parts.append((current, start_hidden))
+    return [("\n".join(p), h) for p, h in parts if any(x.strip() for x in p)]
 
-    nb = nbformat.read(nb_path, as_version=4)
-    os.unlink(nb_path)  # the kernel must not read the hidden tests or the token from disk
+
+def run_test_cell(session, namespace: dict, source: str, index: int) -> dict:
+    """Run one test cell here, against ``session``'s learner process."""
+    from attn_course.grading.checks import CheckFailed
+    from attn_course.grading.remote import (
+        LearnerError,
+        LearnerGone,
+        LearnerTimeout,
+        Remote,
+        active,
+        free_names,
+    )
+
+    out = io.StringIO()
+    rec: dict = {"outcome": "ok"}
+    session.deadline = time.monotonic() + session.cell_timeout
+    known = set(dir(builtins))
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()), \
+            active(session):
+        for code_text, hidden in split_hidden(source):
+            session.hidden = hidden
+            try:
+                code = compile(code_text, f"<test cell {index}>", "exec")
+                for name in free_names(code) - set(namespace) - known:
+                    namespace[name] = Remote(session, {"global": name})
+                exec(code, namespace)  # noqa: S102 - the course's own test code
+            except CheckFailed as exc:
+                rec = {"outcome": "error", "ename": "CheckFailed", "evalue": str(exc)}
+            except LearnerTimeout:
+                rec = {"outcome": "timeout"}
+            except LearnerGone as exc:
+                rec = {"outcome": "timeout" if exc.timed_out else "died"}
+            except LearnerError as exc:  # the learner's code raised outside a check
+                rec = {"outcome": "error", "ename": exc.ename,
+                       "evalue": exc.evalue + exc.where if not hidden else
+                       "(raised while a hidden test ran; its message is not shown)"}
+            except Exception as exc:  # noqa: BLE001 - the test's own failure, e.g. an assert
+                rec = {"outcome": "error", "ename": type(exc).__name__,
+                       "evalue": str(exc) if not hidden else
+                       f"a hidden test failed ({type(exc).__name__})"}
+            if rec["outcome"] != "ok":
+                break
+    session.hidden, session.deadline = False, None
+    rec["stdout"] = _clip(out.getvalue())
+    if "evalue" in rec:
+        rec["evalue"] = _clip(rec["evalue"])
+    return rec
+
+
+def run(job_path: str, progress_path: str, key: bytes) -> int:
+    from attn_course.grading.remote import LearnerGone, LearnerProcess, Session
+
+    with open(job_path, encoding="utf-8") as f:
+        job = json.load(f)
+    os.unlink(job_path)
     log = open(progress_path, "a", buffering=1, encoding="utf-8")
 
     def emit(**event) -> None:
         log.write(sign(key, json.dumps(event, sort_keys=True)) + "\n")
         log.flush()
 
-    client = make_client(nb, cell_timeout, output_limit, ipc_dir, fork_socket, memory, files)
-    replies: dict[int, dict] = {}
-
-    def on_executed(cell, cell_index, execute_reply):
-        replies[cell_index] = execute_reply.get("content", {})
-
-    client.on_cell_executed = on_executed
-    kernel_pid = None
+    limits = job["limits"]
     try:
-        with client.setup_kernel():
-            provisioner = getattr(client.km, "provisioner", None)
-            kernel_pid = getattr(provisioner, "pid", None) or getattr(
-                getattr(provisioner, "process", None), "pid", None)
-            emit(event="kernel", pid=kernel_pid)
-            overruns = 0
-            for i, cell in enumerate(nb.cells):
-                start = time.monotonic()
+        proc = LearnerProcess(job["isolation"], memory=limits["memory"], files=limits["files"],
+                              processes=limits["processes"], output_limit=limits["output"],
+                              slot=job.get("slot", 0))
+    except (LearnerGone, OSError) as exc:
+        emit(event="start_failed", why=str(exc)[:500])
+        emit(event="done")
+        return 0
+    emit(event="sandbox", pid=proc.pid)
+    session = Session(proc, float(limits["cell_timeout"]))
+    namespace: dict = {"__name__": "__grader__", "__builtins__": builtins}
+    try:
+        for i, cell in enumerate(job["cells"]):
+            start = time.monotonic()
+            if cell["role"] in ("preamble", "integrity"):
+                continue
+            if cell["role"] == "test":
+                rec = run_test_cell(session, namespace, cell["source"], i)
+            else:
                 try:
-                    client.execute_cell(cell, i)
-                except CellTimeoutError:
-                    overruns += 1
-                    emit(event="cell", index=i, outcome="timeout", stdout="",
-                         seconds=round(time.monotonic() - start, 3))
-                    run_sync(client.km.interrupt_kernel)()
-                    if overruns > 1 or not _wait_for_reply(client, INTERRUPT_GRACE):
-                        break  # the kernel ignores interrupts: stop here
-                    continue
-                except DeadKernelError:
-                    emit(event="cell", index=i, outcome="died", stdout="",
-                         seconds=round(time.monotonic() - start, 3))
-                    break
-                overruns = 0
-                rec = summarize(cell)
-                content = replies.get(i, {})
-                reply = content.get("status", "ok")
-                if reply == "aborted":  # the kernel refused to run it
-                    rec["outcome"] = "aborted"
-                elif reply != "ok" and rec["outcome"] == "ok":
-                    # The reply names the error even when no error output was displayed
-                    # (IPython's error display replaced by the notebook's code).
-                    ename = str(content.get("ename") or "HiddenError")
-                    evalue = str(content.get("evalue") or "")
-                    rec.update(outcome="error", ename=ename, evalue=_clip(
-                        evalue + " (the cell failed but its error was not displayed: was "
-                                 "IPython's error display changed?)"))
-                emit(event="cell", index=i, seconds=round(time.monotonic() - start, 3), **rec)
+                    rec = session.exec(cell["source"], i)
+                except LearnerGone as exc:
+                    rec = {"outcome": "timeout" if exc.timed_out else "died", "stdout": ""}
+            rec["stdout"] = _clip(rec.get("stdout", ""))
+            emit(event="cell", index=i, seconds=round(time.monotonic() - start, 3), **rec)
+            if proc.dead:
+                break
     finally:
-        try:
-            run_sync(client.km.shutdown_kernel)(now=True)
-        except Exception:  # already dead or never started
-            pass
-        if kernel_pid:  # the kernel runs in its own session; end whatever it started
-            try:
-                os.killpg(kernel_pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        proc.close()
     emit(event="done")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     p = argparse.ArgumentParser(prog="python -m attn_course.grading.worker")
-    p.add_argument("notebook")
+    p.add_argument("job")
     p.add_argument("progress")
-    p.add_argument("--cell-timeout", type=float, required=True)
-    p.add_argument("--memory-limit", type=int, default=0, help="bytes of address space")
-    p.add_argument("--file-limit", type=int, default=0, help="bytes per written file")
-    p.add_argument("--output-limit", type=int, default=1_000_000, help="bytes per cell")
-    p.add_argument("--ipc-dir", default=".", help="a short directory for the kernel's sockets")
-    p.add_argument("--fork-server", default="", help="the socket of a kernel fork server")
     args = p.parse_args(argv)
     key = sys.stdin.buffer.readline().strip()  # the parent's signing key, never on disk
     sys.stdin.close()
     skip_slow_imports()
-    set_limits(args.memory_limit, args.file_limit)
-    return run(args.notebook, args.progress, args.cell_timeout, args.output_limit, args.ipc_dir,
-               args.fork_server, args.memory_limit, args.file_limit, key)
+    return run(args.job, args.progress, key)
 
 
 if __name__ == "__main__":

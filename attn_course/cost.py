@@ -33,9 +33,19 @@ How memory is measured, and why this way:
   psutil) is not: the allocator returns large blocks to the OS lazily and RSS counts
   pages, not bytes, so its deltas are noisy and can even be zero.
 
-Caveats: timings are wall-clock minima over a few repeats on a machine that may be
-running other work; the small sizes are dominated by fixed overheads (Python, kernel
-launch), so slopes are fitted on the larger sizes only. Peak memory counts what the call
+How time is reported, and slopes fitted: :func:`time_samples` times a call several
+times; :func:`measure` reports the median with the interquartile range (IQR) as its
+spread. :func:`fit_loglog` fits log(seconds) against log(T) through every repeat (not
+only the medians) and returns the slope with a 95% t-interval from the regression. At
+small T fixed per-call costs (Python, dispatch, allocation) flatten the curve, so a
+slope that is to say something about the T^2 term is fitted only where that term
+dominates: :func:`quadratic_regime` finds the lengths where the fixed cost of a call,
+measured at a tiny length, is at most 10% of the time.
+
+Caveats: wall-clock timings on a machine that may be running other work; the interval
+assumes independent errors, which repeats taken one after the other only approximate (a
+burst of other work slows several in a row), so read it as a lower bound on the
+uncertainty. Peak memory counts what the call
 allocates on top of its inputs (including its output). The profiler's own bookkeeping
 is not counted, but it makes the call slower, so time and memory are measured in
 separate runs.
@@ -52,6 +62,7 @@ import platform
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,13 +74,17 @@ from attn_course.attention import sdpa_numpy, sdpa_torch
 __all__ = [
     "IMPLEMENTATIONS",
     "cpu_sdpa_backends",
+    "fit_loglog",
     "fit_loglog_slope",
     "measure",
+    "median_iqr",
     "peak_bytes_numpy",
     "peak_bytes_torch",
     "plot_cost",
+    "quadratic_regime",
     "score_matrix_bytes",
     "time_call",
+    "time_samples",
     "torch_sdpa_with",
     "torch_threads",
 ]
@@ -139,6 +154,115 @@ def time_call(fn: Callable[[], object], repeat: int = 5, min_time: float = 2e-3)
             fn()
         best = min(best, (time.perf_counter() - t0) / number)
     return best
+
+
+def time_samples(fn: Callable[[], object], repeat: int = 7, min_time: float = 2e-3) -> np.ndarray:
+    """Seconds per call of ``fn()`` in each of ``repeat`` timed runs, after one warm-up call.
+
+    Each run calls ``fn`` enough times to last about ``min_time`` seconds and records the
+    mean time per call. Summarise with :func:`median_iqr`.
+    """
+    _require_int("repeat", repeat)
+    t0 = time.perf_counter()
+    fn()  # warm-up: first-call allocations, lazy initialisation
+    first = time.perf_counter() - t0
+    number = max(1, math.ceil(min_time / max(first, 1e-9)))
+    out = np.empty(repeat)
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        out[i] = (time.perf_counter() - t0) / number
+    return out
+
+
+def median_iqr(samples) -> tuple[float, float, float]:
+    """(median, first quartile, third quartile) of ``samples``: a timing and its spread."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim != 1 or x.size < 1:
+        raise ValueError(f"samples must be a non-empty 1-D sequence, got shape {x.shape}")
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return float(med), float(q1), float(q3)
+
+
+@dataclass(frozen=True)
+class LoglogFit:
+    """A least-squares line through (log x, log y): y ~ prefactor * x**slope.
+
+    ``low`` and ``high`` bound the slope's ``level`` confidence interval (t-interval of
+    the regression, ``n - 2`` degrees of freedom); ``n`` is the number of points.
+    """
+
+    slope: float
+    prefactor: float
+    low: float
+    high: float
+    level: float
+    n: int
+
+    def compare(self, value: float = 2.0) -> str:
+        """"consistent with 2", "above 2" or "below 2": where ``value`` lies from the interval."""
+        if self.low > value:
+            return f"above {value:g}"
+        if self.high < value:
+            return f"below {value:g}"
+        return f"consistent with {value:g}"
+
+    def __str__(self) -> str:
+        return (f"{self.slope:.2f} [{self.low:.2f}, {self.high:.2f}] "
+                f"({self.level:.0%} interval, {self.n} points)")
+
+
+def fit_loglog(x, y, level: float = 0.95) -> LoglogFit:
+    """Fit log y = log c + k log x by least squares, with a ``level`` t-interval for k.
+
+    x may repeat (several timings per length): every point counts. Needs at least 3
+    points and 2 distinct x for an interval.
+    """
+    from scipy import stats
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 3:
+        raise ValueError(f"x and y must be 1-D of the same length >= 3, got shapes {x.shape} and {y.shape}")
+    if np.any(x <= 0) or np.any(y <= 0):
+        raise ValueError("x and y must be positive to take logarithms")
+    if np.unique(x).size < 2:
+        raise ValueError(f"x must take at least 2 distinct values, got {np.unique(x).tolist()}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    lx, ly = np.log(x), np.log(y)
+    sxx = ((lx - lx.mean()) ** 2).sum()
+    k = ((lx - lx.mean()) * (ly - ly.mean())).sum() / sxx
+    b = ly.mean() - k * lx.mean()
+    resid = ly - (b + k * lx)
+    n = x.size
+    se = math.sqrt((resid ** 2).sum() / (n - 2) / sxx)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * se
+    return LoglogFit(float(k), float(np.exp(b)), float(k - half), float(k + half), level, n)
+
+
+def quadratic_regime(T, seconds, fixed_seconds: float, share: float = 0.9) -> int | None:
+    """Smallest T from which every time is at least ``1 / (1 - share)`` times the fixed cost.
+
+    T: lengths; seconds: one time per length (e.g. the medians); fixed_seconds: the time
+    of a call at a tiny length (Python, dispatch, allocation: what does not grow with T).
+    With ``share=0.9`` the fixed cost is at most 10% of every time from the returned T
+    on. Attention's other terms are the T^2 D work of the scores and the T D work of the
+    output, at most 1/T of the former, so from there on the T^2 term dominates. Returns
+    None when even the largest T falls short.
+    """
+    T, y = np.asarray(T, dtype=np.float64), np.asarray(seconds, dtype=np.float64)
+    if T.shape != y.shape or T.ndim != 1 or T.size < 1:
+        raise ValueError(f"T and seconds must be 1-D of the same length >= 1, got {T.shape} and {y.shape}")
+    if not 0 < share < 1:
+        raise ValueError(f"share must be in (0, 1), got {share!r}")
+    order = np.argsort(T)
+    T, y = T[order], y[order]
+    ok = y * (1 - share) >= fixed_seconds
+    for i in range(T.size):
+        if ok[i:].all():
+            return int(T[i])
+    return None
 
 
 def peak_bytes_numpy(fn: Callable[[], object]) -> int:
@@ -230,13 +354,16 @@ IMPLEMENTATIONS: dict[str, tuple[Callable, str]] = {
 
 
 def measure(names: Sequence[str], lengths: Sequence[int], B: int = 1, H: int = 4, D: int = 64,
-            causal: bool = False, repeat: int = 3, min_time: float = 2e-3, memory: bool = True,
+            causal: bool = False, repeat: int = 5, min_time: float = 2e-3, memory: bool = True,
             seed: int = 0, progress: bool = False, num_threads: int | None = None) -> list[dict]:
     """Time (and peak memory of) each implementation at each length T = S, float32.
 
     ``num_threads``: torch threads during the measurement (None: torch's setting; numpy's
-    BLAS threads are not affected). Returns one dict per (name, T): ``name, T, B, H, D,
-    seconds, peak_bytes, score_bytes`` (``peak_bytes`` is None when ``memory`` is False).
+    BLAS threads are not affected). ``repeat`` timed runs per (implementation, T), see
+    :func:`time_samples`. Returns one dict per (name, T): ``name, T, B, H, D, seconds``
+    (the median), ``seconds_q1, seconds_q3`` (its interquartile range), ``samples`` (every
+    run's seconds per call), ``peak_bytes, score_bytes`` (``peak_bytes`` is None when
+    ``memory`` is False).
     """
     with torch_threads(num_threads):
         return _measure(names, lengths, B, H, D, causal, repeat, min_time, memory, seed, progress)
@@ -266,11 +393,13 @@ def _measure(names, lengths, B, H, D, causal, repeat, min_time, memory, seed, pr
             return fn(q, k, v, causal=causal)
 
         with torch.inference_mode() if kind == "torch" else contextlib.nullcontext():
-            seconds = time_call(call, repeat=repeat, min_time=min_time)
+            samples = time_samples(call, repeat=repeat, min_time=min_time)
             peak = None
             if memory:
                 peak = peak_bytes_numpy(call) if kind == "numpy" else peak_bytes_torch(call)
-        rows.append(dict(name=name, T=T, B=B, H=H, D=D, seconds=seconds, peak_bytes=peak,
+        med, q1, q3 = median_iqr(samples)
+        rows.append(dict(name=name, T=T, B=B, H=H, D=D, seconds=med, seconds_q1=q1,
+                         seconds_q3=q3, samples=samples.tolist(), peak_bytes=peak,
                          score_bytes=score_matrix_bytes(T, T, B, H, torch.float32)))
     return rows
 
@@ -286,11 +415,15 @@ def fit_loglog_slope(x, y) -> tuple[float, float]:
     return float(k), float(np.exp(log_c))
 
 
-def plot_cost(rows: list[dict], fit_from: int = 0, axes=None):
+def plot_cost(rows: list[dict], fit_from: int | dict = 0, axes=None, memory_fit_from: int | None = None):
     """Log-log plots of time and peak memory against T, one line per implementation.
 
-    The legend gives each line's slope fitted over T >= ``fit_from``; the memory panel
-    also draws the predicted size of one score matrix. Returns the figure.
+    Time: the median with its interquartile range as error bars. The legend gives each
+    line's slope fitted over T >= ``fit_from`` (through every timed run) with its 95%
+    interval; ``fit_from`` is one length for all, or a dict {name: first length} (names
+    missing from it get no time slope). Memory slopes are fitted over T >=
+    ``memory_fit_from`` (default: ``fit_from`` when it is one length, else all T). The
+    memory panel also draws the predicted size of one score matrix. Returns the figure.
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
@@ -300,27 +433,47 @@ def plot_cost(rows: list[dict], fit_from: int = 0, axes=None):
     fig = axes[0].figure
     names = list(dict.fromkeys(r["name"] for r in rows))
     markers = "osD^v<>"
+    if memory_fit_from is not None:
+        mem_from = memory_fit_from
+    else:
+        mem_from = 0 if isinstance(fit_from, dict) else fit_from
     for i, name in enumerate(names):
         mine = [r for r in rows if r["name"] == name]
         T = np.array([r["T"] for r in mine])
-        panels = [("seconds", axes[0])]
+        marker = markers[i % len(markers)]
+        med = np.array([r["seconds"] for r in mine])
+        label = name
+        start = fit_from.get(name, math.inf) if isinstance(fit_from, dict) else fit_from
+        fit = [(r["T"], s) for r in mine if r["T"] >= start for s in r.get("samples", [r["seconds"]])]
+        if len({t for t, _ in fit}) >= 2 and len(fit) >= 3:
+            f = fit_loglog(*zip(*fit, strict=True))
+            label += f"  (slope {f.slope:.2f} [{f.low:.2f}, {f.high:.2f}])"
+        if "seconds_q1" in mine[0]:
+            err = [med - [r["seconds_q1"] for r in mine], [r["seconds_q3"] for r in mine] - med]
+            axes[0].errorbar(T, med, yerr=err, marker=marker, capsize=2, label=label)
+        else:
+            axes[0].plot(T, med, marker=marker, label=label)
         if mine[0]["peak_bytes"] is not None:
-            panels.append(("peak_bytes", axes[1]))
-        for key, ax in panels:
-            y = np.array([r[key] for r in mine], dtype=float)
-            fit = (T >= fit_from) & (y > 0)
+            y = np.array([r["peak_bytes"] for r in mine], dtype=float)
             label = name
-            if fit.sum() >= 2:
-                label += f"  (slope {fit_loglog_slope(T[fit], y[fit])[0]:.2f})"
-            ax.loglog(T, np.where(y > 0, y, np.nan), marker=markers[i % len(markers)], label=label)
+            ok = (T >= mem_from) & (y > 0)
+            if ok.sum() >= 3:
+                f = fit_loglog(T[ok], y[ok])
+                label += f"  (slope {f.slope:.2f} [{f.low:.2f}, {f.high:.2f}])"
+            axes[1].plot(T, np.where(y > 0, y, np.nan), marker=marker, label=label)
     scores = sorted({(r["T"], r["score_bytes"]) for r in rows})
-    axes[1].loglog([t for t, _ in scores], [b for _, b in scores], "k--",
-                   label="predicted: one B x H x T x T float32 score matrix")
-    axes[0].set(xlabel="sequence length T", ylabel="seconds per call", title="time")
+    axes[1].plot([t for t, _ in scores], [b for _, b in scores], "k--",
+                 label="predicted: one B x H x T x T float32 score matrix")
+    axes[0].set(xlabel="sequence length T", ylabel="seconds per call (median, IQR)", title="time")
     axes[1].set(xlabel="sequence length T", ylabel="peak bytes allocated", title="memory")
     for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # label the powers of ten only
-        ax.legend(fontsize=8)
+    where = "the lengths printed" if isinstance(fit_from, dict) else f"T >= {fit_from}"
+    for ax, title in ((axes[0], f"slopes fitted on {where}; 95% interval"),
+                      (axes[1], f"slopes fitted on T >= {mem_from}; 95% interval")):
+        ax.legend(fontsize=7, title=title, title_fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -398,11 +398,6 @@ def test_scoring_statuses(sources):
     r = score_run("s", "02_softmax", src, a, died, limits)
     assert r.status == "kernel died"
     assert "kernel died" in r.reason
-    tampered = _outcome(a)
-    tampered.cells[len(a.cells) - 1] = {"outcome": "error", "stdout": "integrity: numpy.exp\n"}
-    r = score_run("s", "02_softmax", src, a, tampered, limits)
-    assert r.score == 0
-    assert "numpy.exp" in r.reason
     failing = _outcome(a)
     failing.cells[first_test] = {"outcome": "error", "ename": "CheckFailed",
                                  "evalue": "FAIL softmax: NaN\n  hint: subtract", "stdout": ""}

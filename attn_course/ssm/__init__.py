@@ -2,7 +2,8 @@
 
 - :mod:`~attn_course.ssm.s4d`: a diagonal SSM (S4D), recurrent and convolutional forms;
 - :mod:`~attn_course.ssm.selective_scan`: Mamba's input-dependent scan, sequential and
-  chunked.
+  chunked;
+- :mod:`~attn_course.ssm.ssd`: Mamba-2's scalar-A scan, each chunk a few matrix products.
 """
 
 from attn_course.ssm.s4d import (
@@ -20,11 +21,13 @@ from attn_course.ssm.selective_scan import (
     selective_scan_sequential,
     selective_scan_step,
 )
+from attn_course.ssm.ssd import expand_scalar_A, ssd_chunked, ssd_sequential
 
 __all__ = [
     "S4D",
     "SelectiveSSM",
     "discretize_zoh",
+    "expand_scalar_A",
     "fft_causal_conv",
     "s4d_convolutional",
     "s4d_kernel",
@@ -33,4 +36,6 @@ __all__ = [
     "selective_scan_chunked",
     "selective_scan_sequential",
     "selective_scan_step",
+    "ssd_chunked",
+    "ssd_sequential",
 ]

@@ -13,7 +13,10 @@ functions of the input:
     y_t = sum_n C_t[n] h_t[:, n]                         C_t (batch, N)
 
 A large dt_t resets the state towards the current token; a small one keeps the past.
-(Mamba discretises A by zero-order hold and B by the simpler Euler rule dt B, as here.)
+(The Mamba paper's equations discretise both A and B by zero-order hold,
+Bbar = (dt A)^{-1} (exp(dt A) - I) dt B; its reference implementation, ``selective_scan_ref``
+in the mamba_ssm package, and its CUDA kernel use exp(dt A) for A but the simpler
+Euler rule dt B for B, and so does this module. The two agree to first order in dt A.)
 With input-dependent coefficients there is no fixed convolution kernel any more, so the
 FFT trick of S4D is gone. The recurrence is still *linear* in h, though, which is what
 makes it parallel: h_t = sum_{s<=t} exp(L_t - L_s) dt_s u_s B_s with L_t = sum_{r<=t}
@@ -36,8 +39,10 @@ Caveats. Mamba's CUDA kernel keeps h in on-chip memory and never writes the
 O(T D N) (and O(T c D N) inside a chunk). The chunked form does about c times the
 arithmetic of the loop (the (c, c) decay matrices), in T / c sequential steps instead of
 T: it pays off where many operations run at once (a GPU), while on one CPU thread only
-small chunks beat the loop (measured in lecture 11). The loop across chunks is
-sequential; it could itself be an associative scan, the same linear recurrence again.
+small chunks beat the loop (measured in lecture 11). Mamba-2 gets its speed from a
+scalar A per head instead (``attn_course.ssm.ssd``), which turns a chunk into a few
+matrix products. The loop across chunks is sequential; it could itself be an
+associative scan, the same linear recurrence again (``attn_course.ssm.scan``).
 """
 
 from __future__ import annotations

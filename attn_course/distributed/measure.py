@@ -24,7 +24,8 @@ import torch
 
 from attn_course.distributed.ring import attention_with_lse
 
-__all__ = ["crossover", "plot_ring", "predicted_bytes_per_step", "single_process", "summarise"]
+__all__ = ["crossover", "plot_ring", "predicted_bytes_per_step", "read_results", "single_process",
+           "summarise"]
 
 
 def predicted_bytes_per_step(B: int, H: int, T: int, D: int, world_size: int, itemsize: int = 4) -> int:
@@ -82,6 +83,27 @@ def single_process(B: int, H: int, T: int, D: int, causal: bool = False, repeats
                 peak_bytes_per_process=peak_bytes_torch(run) if memory else None)
 
 
+def read_results(path) -> list[dict]:
+    """The rows of a ``ring_*.csv`` written by ``benchmarks/ring_attention.py``, with numbers
+    and booleans parsed back (empty cells become None)."""
+    import csv
+
+    def parse(value: str):
+        if value in ("True", "False"):
+            return value == "True"
+        if value == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return value
+
+    with open(path, newline="") as f:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 def crossover(rows, world_size: int):
     """The shortest T (non-causal, contiguous) at which the transfers of a ring take less time
     than its computation, and the ratio comm/compute at every T, for one ``world_size``."""
@@ -97,6 +119,7 @@ def plot_ring(rows, single=(), title: str = "", axes=None):
     prediction), computation and communication per ring (medians, bars from min to max),
     and peak memory per process (with single-process attention)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -127,7 +150,11 @@ def plot_ring(rows, single=(), title: str = "", axes=None):
                 title="computation vs transfers, summed over steps")
     axes[2].set(xscale="log", yscale="log", xlabel="sequence length T", ylabel="peak MiB per process",
                 title="memory per process")
+    Ts = sorted({r["T"] for r in rows})
     for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(Ts, [str(T) for T in Ts])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
     if title:

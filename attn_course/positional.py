@@ -2,33 +2,41 @@
 
 Attention on its own has no idea of order. Permute the T input vectors and the T outputs
 are permuted the same way (it is *permutation-equivariant*), because every score
-q_i . k_j depends only on the two vectors, never on i or j. Two ways to put positions in:
+q_i . k_j depends only on the two vectors, never on the positions i or j. Two ways to put
+positions in:
 
 **Sinusoidal encodings** (Vaswani et al., "Attention Is All You Need", 2017, section 3.5)
 are *added* to the token embeddings before the first layer. For position p and
-embedding width E (even), with frequencies w_i = base^(-2i / E), i = 0 .. E/2 - 1:
+embedding width E (even), with frequencies w_f = base^(-2f / E), f = 0 .. E/2 - 1:
 
-    PE[p, 2i]     = sin(p * w_i)
-    PE[p, 2i + 1] = cos(p * w_i)          base = 10000 in the paper
+    PE[p, 2f]     = sin(p * w_f)
+    PE[p, 2f + 1] = cos(p * w_f)          base = 10000 in the paper
 
 **Rotary position embeddings, RoPE** (Su et al., "RoFormer: Enhanced Transformer with
 Rotary Position Embedding", 2021, section 3.4) *rotate* every query and key instead.
-Each pair of features (x_{2i}, x_{2i+1}) of a head of width D (even) is rotated by the
-angle p * theta_i, with theta_i = base^(-2i / D):
+Each pair of features (x_{2f}, x_{2f+1}) of a head of width D (even) is rotated by the
+angle p * theta_f, with theta_f = base^(-2f / D):
 
-    [x'_{2i}    ]   [cos(p theta_i)  -sin(p theta_i)] [x_{2i}    ]
-    [x'_{2i + 1}] = [sin(p theta_i)   cos(p theta_i)] [x_{2i + 1}]
+    [x'_{2f}    ]   [cos(p theta_f)  -sin(p theta_f)] [x_{2f}    ]
+    [x'_{2f + 1}] = [sin(p theta_f)   cos(p theta_f)] [x_{2f + 1}]
 
-A rotation R_p is orthogonal and R_m^T R_n = R_{n - m}, so the score between a query at
-position m and a key at position n, (R_m q) . (R_n k) = q . R_{n - m} k, depends on the
-two positions only through their offset n - m. Values are not rotated.
+A rotation R_p is orthogonal and R_i^T R_j = R_{j - i}, so the score between a query at
+position i and a key at position j, (R_i q) . (R_j k) = q . R_{j - i} k, depends on the
+two positions only through their offset j - i (the RoFormer paper writes m and n for
+i and j). Values are not rotated.
+
+"Long-term decay" (RoFormer, section 3.4.3) holds for the part of q aligned with k, not
+for every pair: for q = k the score sum_f |(k_{2f}, k_{2f+1})|^2 cos((j - i) theta_f)
+shrinks, with wiggles, as the offset grows, but for independent zero-mean q and k the
+expected score is 0 at every offset (lecture 06 computes both).
 
 Caveats:
 
-- This module pairs *adjacent* features (2i, 2i + 1) as in the RoFormer paper. GPT-NeoX,
-  LLaMA and Hugging Face's ``rotate_half`` pair feature i with i + D/2 instead. The two are
-  the same up to a fixed permutation of the features, so neither is more correct, but
-  weights trained with one convention do not load into the other unchanged.
+- This module pairs *adjacent* features (2f, 2f + 1) as in the RoFormer paper. GPT-NeoX and
+  Hugging Face's ``rotate_half`` (also in its Llama port) pair feature f with f + D/2
+  instead. The two are the same up to a fixed permutation of the features, so neither is
+  more correct, but weights trained with one convention do not load into the other
+  unchanged.
 - The Transformer paper's formula interleaves sin and cos as above; tensor2tensor and
   many later codebases concatenate all sines and then all cosines (again a permutation).
 - Angles are computed in float64 and cast to the input's dtype; for float16/bfloat16 the
@@ -63,15 +71,15 @@ def _require_even(name: str, value) -> int:
 
 
 def _frequencies(width: int, base: float) -> np.ndarray:
-    """w_i = base^(-2i / width), i = 0 .. width/2 - 1, float64 (width/2,)."""
+    """w_f = base^(-2f / width), f = 0 .. width/2 - 1, float64 (width/2,)."""
     return base ** (-np.arange(0, width, 2, dtype=np.float64) / width)
 
 
 def sinusoidal_encoding(T: int, E: int, base: float = 10000.0, offset: int = 0) -> np.ndarray:
     """The Transformer's fixed position encodings, float64 of shape (T, E).
 
-    Row p holds the encoding of position ``offset + p``: ``sin(p w_i)`` in column 2i and
-    ``cos(p w_i)`` in column 2i + 1, with ``w_i = base^(-2i / E)``. Add it to the token
+    Row p holds the encoding of position ``offset + p``: ``sin(p w_f)`` in column 2f and
+    ``cos(p w_f)`` in column 2f + 1, with ``w_f = base^(-2f / E)``. Add it to the token
     embeddings, e.g. ``x + torch.from_numpy(sinusoidal_encoding(T, E)).float()``.
     """
     if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
@@ -89,7 +97,7 @@ def sinusoidal_encoding(T: int, E: int, base: float = 10000.0, offset: int = 0) 
 
 
 def rope_frequencies(D: int, base: float = 10000.0) -> np.ndarray:
-    """theta_i = base^(-2i / D) for i = 0 .. D/2 - 1: float64 (D/2,), from 1 down to ~1/base."""
+    """theta_f = base^(-2f / D) for f = 0 .. D/2 - 1: float64 (D/2,), from 1 down to ~1/base."""
     return _frequencies(_require_even("D", D), require_positive("base", base))
 
 
@@ -115,12 +123,12 @@ def _positions(positions, T: int | None) -> np.ndarray:
 
 
 def rope_angles(positions, D: int, base: float = 10000.0) -> np.ndarray:
-    """Rotation angles p * theta_i, float64 (T, D/2), for the given (T,) positions."""
+    """Rotation angles p * theta_f, float64 (T, D/2), for the given (T,) positions."""
     return _positions(positions, None)[:, None] * rope_frequencies(D, base)[None, :]  # (T, D/2)
 
 
 def apply_rope(x, positions=None, base: float = 10000.0):
-    """Rotate each feature pair (2i, 2i + 1) of ``x`` by the angle ``positions * theta_i``.
+    """Rotate each feature pair (2f, 2f + 1) of ``x`` by the angle ``positions * theta_f``.
 
     x: numpy array or torch tensor (..., T, D) with D even: queries or keys, one head
     each (e.g. (B, H, T, D)). positions: (T,) integers or floats, the position of each

@@ -175,3 +175,21 @@ def test_bad_input_names_the_argument(call, exc, words):
         call()
     for w in words:
         assert w in str(info.value), str(info.value)
+
+
+def test_long_term_decay_holds_for_the_aligned_part_only():
+    """The module docstring's claim: q = k decays as sum_f |pair_f|^2 cos(offset theta_f);
+    independent zero-mean q and k have expected score 0 at every offset."""
+    rng = np.random.default_rng(3)
+    D, offsets = 16, np.array([0, 1, 7, 50, 300])
+    theta = 10000.0 ** (-np.arange(0, D, 2) / D)
+    k = rng.standard_normal(D)
+    rotated = apply_rope(np.broadcast_to(k, (len(offsets), D)), offsets)  # (offsets, D)
+    pair_norms = k[0::2] ** 2 + k[1::2] ** 2  # (D/2,)
+    expected = [math.fsum(pair_norms * np.cos(d * theta)) for d in offsets]
+    assert_close(rotated @ k, np.array(expected), "q = k score against offset")
+    q, kk = rng.standard_normal((2, 20000, D))
+    for d in offsets:
+        s = np.einsum("nd,nd->n", q, apply_rope(kk[:, None, :], [int(d)])[:, 0])
+        assert abs(s.mean()) <= 4 * s.std() / np.sqrt(len(s)), (d, s.mean())
+        assert abs(s.std() - np.sqrt(D)) < 0.1 * np.sqrt(D)  # the spread does not shrink either

@@ -4,6 +4,9 @@
 - :mod:`~attn_course.ssm.selective_scan`: Mamba's input-dependent scan, sequential and
   chunked;
 - :mod:`~attn_course.ssm.ssd`: Mamba-2's scalar-A scan, each chunk a few matrix products;
+- :mod:`~attn_course.ssm.discretize`: Euler, bilinear and zero-order hold, and their
+  kernel error against the continuous system;
+- :mod:`~attn_course.ssm.hippo`: HiPPO-LegS and the S4D initialisations derived from it;
 - :mod:`~attn_course.ssm.scan`: associative (parallel prefix) scans of the recurrence,
   with their work and depth counted.
 """

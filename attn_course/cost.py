@@ -422,7 +422,8 @@ def plot_cost(rows: list[dict], fit_from: int | dict = 0, axes=None, memory_fit_
     line's slope fitted over T >= ``fit_from`` (through every timed run) with its 95%
     interval; ``fit_from`` is one length for all, or a dict {name: first length} (names
     missing from it get no time slope). Memory slopes are fitted over T >=
-    ``memory_fit_from`` (default: ``fit_from`` when it is one length, else all T). The
+    ``memory_fit_from`` (default: the same lengths as time, all T for a name missing from
+    a dict). The
     memory panel also draws the predicted size of one score matrix. Returns the figure.
     """
     import matplotlib.pyplot as plt
@@ -433,10 +434,10 @@ def plot_cost(rows: list[dict], fit_from: int | dict = 0, axes=None, memory_fit_
     fig = axes[0].figure
     names = list(dict.fromkeys(r["name"] for r in rows))
     markers = "osD^v<>"
-    if memory_fit_from is not None:
-        mem_from = memory_fit_from
-    else:
-        mem_from = 0 if isinstance(fit_from, dict) else fit_from
+    def memory_start(name):
+        if memory_fit_from is not None:
+            return memory_fit_from
+        return fit_from.get(name, 0) if isinstance(fit_from, dict) else fit_from
     for i, name in enumerate(names):
         mine = [r for r in rows if r["name"] == name]
         T = np.array([r["T"] for r in mine])
@@ -456,7 +457,7 @@ def plot_cost(rows: list[dict], fit_from: int | dict = 0, axes=None, memory_fit_
         if mine[0]["peak_bytes"] is not None:
             y = np.array([r["peak_bytes"] for r in mine], dtype=float)
             label = name
-            ok = (T >= mem_from) & (y > 0)
+            ok = (T >= memory_start(name)) & (y > 0)
             if ok.sum() >= 3:
                 f = fit_loglog(T[ok], y[ok])
                 label += f"  (slope {f.slope:.2f} [{f.low:.2f}, {f.high:.2f}])"
@@ -472,7 +473,9 @@ def plot_cost(rows: list[dict], fit_from: int | dict = 0, axes=None, memory_fit_
         ax.xaxis.set_minor_formatter(NullFormatter())  # label the powers of ten only
     where = "the lengths printed" if isinstance(fit_from, dict) else f"T >= {fit_from}"
     for ax, title in ((axes[0], f"slopes fitted on {where}; 95% interval"),
-                      (axes[1], f"slopes fitted on T >= {mem_from}; 95% interval")):
+                      (axes[1], "slopes fitted on " + (where if memory_fit_from is None
+                                                         else f"T >= {memory_fit_from}")
+                       + "; 95% interval")):
         ax.legend(fontsize=7, title=title, title_fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

@@ -64,18 +64,21 @@ test:
 endif
 
 # A learner's self-check from the shell: make check NB=exercises/02_softmax.ipynb
-check: setup
+# (the usage first: without NB nothing is installed)
+check:
 	@test -n "$(NB)" || { echo "usage: make check NB=exercises/02_softmax.ipynb"; exit 2; }
+	@$(MAKE) --no-print-directory setup
 	$(BIN)/attn-course check $(NB)
 
 # What a class receives: the committed course without solutions/ (answers and hidden
-# tests), tests/ and CI. Push DEST to its own repository and hand that out.
+# tests), tests/, CI and the instructors' guide. Push DEST to its own repository and hand
+# that out.
 learner-copy:
 	@test -n "$(DEST)" || { echo "usage: make learner-copy DEST=../attn-course-learners"; exit 2; }
 	@test ! -e "$(DEST)" || { echo "$(DEST) exists: choose a new folder"; exit 2; }
 	mkdir -p $(DEST)
 	git archive HEAD | tar -x -C $(DEST)
-	rm -rf $(DEST)/solutions $(DEST)/tests $(DEST)/.ci
+	rm -rf $(DEST)/solutions $(DEST)/tests $(DEST)/.ci $(DEST)/docs/instructors.md
 	@echo "wrote $(DEST) from commit $$(git rev-parse --short HEAD) (uncommitted changes are not in it)"
 
 clean:

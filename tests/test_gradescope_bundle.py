@@ -220,3 +220,33 @@ def test_setup_installs_only_the_packages_it_names():
     for line in SETUP_SH.splitlines():
         if "pip install" in line:
             assert line.startswith('"$ROOT/venv/bin/python" -m pip install'), line
+
+
+def test_the_grader_outlives_and_ends_a_daemon_that_left_its_session(tmp_path):
+    """gradescope_run's own guard, whatever the sandbox does: as the subreaper of what it
+    starts, it still finds a double-forked daemon in a new session, and ends it."""
+    script = '''
+import os, sys, time
+from attn_course.grading import gradescope_run as g
+assert g.become_subreaper()
+pidfile = sys.argv[1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        with open(pidfile, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(60)
+    os._exit(0)
+os.wait()
+while not os.path.getsize(pidfile) if os.path.exists(pidfile) else True:
+    time.sleep(0.05)
+print(g.end_descendants())
+'''
+    pidfile = tmp_path / "daemon.pid"
+    run = subprocess.run([sys.executable, "-c", script, str(pidfile)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "1", run.stdout
+    pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

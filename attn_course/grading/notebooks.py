@@ -177,16 +177,29 @@ def read_notebook(path) -> nbformat.NotebookNode:
 
 
 def source_notebooks(source) -> dict[str, Path]:
-    """``{stem: path}`` for every notebook in the directory (or the one file) ``source``."""
+    """``{stem: path}`` for every source notebook in ``source``: one notebook, a folder
+    of notebooks (``solutions/``), or an nbgrader course's ``source/`` folder, whose
+    notebooks are one level down in a folder per assignment
+    (``source/02_softmax/02_softmax.ipynb``)."""
     source = Path(source)
     if source.is_file():
         return {source.stem: source}
     if not source.is_dir():
         raise FileNotFoundError(f"--source must be a directory of source notebooks or one "
                                 f"notebook, got {str(source)!r}, which does not exist")
-    found = {p.stem: p for p in sorted(source.glob("*.ipynb"))}
+    paths = sorted(source.glob("*.ipynb")) + sorted(
+        p for p in source.glob("*/*.ipynb") if p.parent.name != ".ipynb_checkpoints")
+    found: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in found:
+            raise ValueError(f"--source {str(source)!r} has two notebooks named {p.name} "
+                             f"({found[p.stem]} and {p}): submissions are matched to sources "
+                             f"by name, so each name must be used once")
+        found[p.stem] = p
     if not found:
-        raise FileNotFoundError(f"--source {str(source)!r} contains no .ipynb file")
+        raise FileNotFoundError(f"--source {str(source)!r} contains no .ipynb file, neither "
+                                f"directly nor in a folder per assignment (nbgrader's "
+                                f"source/<assignment>/<assignment>.ipynb)")
     return found
 
 

@@ -74,12 +74,15 @@ def _bwrap_args(workdir: str = "/tmp/work") -> list[str]:
                  "passwd", "group", "nsswitch.conf"):
         if os.path.exists(f"/etc/{name}"):
             args.extend(["--ro-bind", f"/etc/{name}", f"/etc/{name}"])
-    # The Python installation, the environment and its packages.
-    for path in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))):
+    # The Python installation, the environment and its packages: only what lies inside the
+    # installation's prefixes (sys.path may also hold the current folder, a course checkout).
+    prefixes = [os.path.realpath(p) for p in (sys.base_prefix, sys.prefix)]
+    for path in (*prefixes, os.path.dirname(os.path.realpath(sys.executable))):
         bind(path)
     for path in sys.path:
-        if path and os.path.isdir(path):
-            bind(path)
+        real = os.path.realpath(path) if path else ""
+        if real and os.path.isdir(real) and any(real.startswith(p + "/") for p in prefixes):
+            bind(real)
     import attn_course
 
     bind(str(Path(attn_course.__file__).resolve().parent))  # an editable install's package

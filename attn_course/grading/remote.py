@@ -76,7 +76,8 @@ class LearnerProcess:
         env = isolation.learner_env()
         kwargs: dict = {}
         if mode == "bwrap":
-            cmd = [_which("bwrap"), *isolation._bwrap_args(), *cmd]
+            setenv = [x for k, v in sorted(env.items()) for x in ("--setenv", k, v)]
+            cmd = [_which("bwrap"), *isolation._bwrap_args(), *setenv, *cmd]
         else:
             import tempfile
 

@@ -45,7 +45,7 @@ def cosine(a, b, eps: float = 1e-12) -> np.ndarray:
 
 
 def similarity_matrix(x, y=None, metric: str = "dot", eps: float = 1e-12) -> np.ndarray:
-    """All-pairs similarity. x: (N, D), y: (M, D) (default: x) -> (N, M).
+    """All-pairs similarity. x: (T, D), y: (S, D) (default: x) -> (T, S).
 
     ``metric`` is ``"dot"`` or ``"cosine"``. Entry (i, j) compares row i of x with
     row j of y: with ``metric="dot"`` this is ``x @ y.T``, the matrix of attention
@@ -55,7 +55,7 @@ def similarity_matrix(x, y=None, metric: str = "dot", eps: float = 1e-12) -> np.
     x, y = _pair(x, y, "x", "y")
     if x.ndim != 2 or y.ndim != 2:
         raise ValueError(
-            f"x and y must be 2-D (N, D) and (M, D), got x.shape={x.shape}, y.shape={y.shape}"
+            f"x and y must be 2-D (T, D) and (S, D), got x.shape={x.shape}, y.shape={y.shape}"
         )
     if metric == "dot":
         return x @ y.T
@@ -70,7 +70,7 @@ def similarity_matrix(x, y=None, metric: str = "dot", eps: float = 1e-12) -> np.
 def nearest(query, table, k: int = 5, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
     """Indices and scores of the ``k`` rows of ``table`` most similar to ``query``.
 
-    query: (D,), table: (N, D) -> (indices (k,), scores (k,)), best first.
+    query: (D,), table: (S, D) -> (indices (k,), scores (k,)), best first.
     """
     require_array("query", query)
     if np.ndim(query) != 1:

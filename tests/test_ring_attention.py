@@ -33,8 +33,15 @@ CASES = [dict(causal=c, layout=l, backward=True) for c in (False, True) for l in
 
 
 def _children():
-    return [p for p in psutil.Process().children(recursive=True) if p.is_running()
-            and p.status() != psutil.STATUS_ZOMBIE]
+    """Processes started by ``launch`` from this test process that are still alive."""
+    alive = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "attn_course.distributed.launcher" in " ".join(p.cmdline()):
+                alive.append(p)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return alive
 
 
 # ---- pure pieces: no processes ------------------------------------------------------------
@@ -171,14 +178,29 @@ def test_ring_attention_equals_attention_forward_and_backward(G):
 
 
 def test_a_failing_process_raises_with_its_traceback_and_nothing_is_left():
-    with pytest.raises(LaunchError, match="(?s)process 1 of 2.*failed on purpose"):
+    with pytest.raises(LaunchError, match="(?s)process 1 of 2 running .*fail_worker failed first.*failed on purpose"):
         launch(fail_worker, 2, (1,), timeout=30)
     assert not _children()
 
 
 def test_a_hanging_process_is_killed_at_the_timeout():
+    import threading
+
+    seen = []  # the check for leftover processes does see them while they run
+
+    def watch():
+        for _ in range(200):
+            if _children():
+                seen.append(True)
+                return
+            threading.Event().wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     with pytest.raises(LaunchError, match=r"(?s)did not finish within timeout=6 s; processes \[(0, )?1\]"):
         launch(hang_worker, 2, timeout=6)
+    watcher.join()
+    assert seen
     assert not _children()
 
 

@@ -112,6 +112,13 @@ def _kill(procs) -> None:
             p.wait()
 
 
+def _failure_time(folder: Path, rank: int) -> float | None:
+    try:
+        return float((folder / f"{rank}.failed").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _tail(path: Path, n: int = 3000) -> str:
     try:
         return path.read_text(errors="replace")[-n:]
@@ -166,10 +173,16 @@ def launch(fn, world_size: int, args=(), backend: str | None = None, timeout: fl
                 codes = [p.poll() for p in procs]
                 failed = [r for r, c in enumerate(codes) if c not in (None, 0)]
                 if failed:
-                    r = failed[0]
+                    # The first to fail is the cause: the others then fail because a peer's
+                    # connection closed. Each failing worker notes the time it failed.
+                    times = {r: _failure_time(folder, r) for r in range(world_size)}
+                    r = min((r for r in times if times[r] is not None), key=times.get, default=failed[0])
+                    others = sorted(set(failed) - {r})
                     raise LaunchError(
-                        f"process {r} of {world_size} running {module}.{name} failed (exit code "
-                        f"{codes[r]}); its output ends with:\n{_tail(folder / f'{r}.log')}"
+                        f"process {r} of {world_size} running {module}.{name} failed first"
+                        f"{'' if codes[r] is None else f' (exit code {codes[r]})'}"
+                        f"{f'; processes {others} failed after it' if others else ''}; "
+                        f"its output ends with:\n{_tail(folder / f'{r}.log')}"
                     )
                 if all(c == 0 for c in codes):
                     break
@@ -207,6 +220,7 @@ def _worker(folder: str, rank: int) -> int:
         os.replace(folder / f"{rank}.out.tmp", folder / f"{rank}.out.pt")
         return 0
     except BaseException:
+        (folder / f"{rank}.failed").write_text(repr(time.time()))
         traceback.print_exc()
         sys.stdout.flush()
         return 1

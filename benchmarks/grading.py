@@ -11,7 +11,8 @@ Gradescope runs it:
   ``--jobs``; reports the wall time and checks that every submission has a gradebook
   row and a results.json with the expected score.
 
-Targets (on 2 cores): median for one submission <= 3 s; 100 submissions with
+Each learner notebook runs in the grading sandbox (bubblewrap where installed, see
+``attn-course doctor``), which the machine row records. Targets (on 2 cores): median for one submission <= 3 s; 100 submissions with
 ``--jobs 2`` <= 120 s with no result lost. The machine's load average is recorded,
 since other processes on the same cores slow every number down.
 
@@ -42,8 +43,11 @@ CLI = [sys.executable, "-m", "attn_course.cli"]
 
 
 def machine() -> dict:
+    from attn_course.grading.isolation import detect
+
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "load_average_1min": os.getloadavg()[0]}
+            "python": platform.python_version(), "isolation": detect().mode,
+            "load_average_1min": os.getloadavg()[0]}
 
 
 def grade(args: list[str]) -> float:

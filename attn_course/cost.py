@@ -1,9 +1,12 @@
 """Measuring what attention costs: time and peak memory against sequence length (lecture 08).
 
 Standard attention builds the full score matrix: for B sequences, H heads and T queries
-against S keys it computes and stores B * H * T * S numbers, so its time grows like
-T^2 (at fixed D) and so does its memory. On a log-log plot a power law y = c * T^k is a
-straight line of slope k, which is what :func:`fit_loglog_slope` measures.
+against S keys it computes and stores B * H * T * S numbers, so its arithmetic grows
+like T^2 (at fixed D) and so does its memory. Measured time need not follow the
+arithmetic exactly: once the T x T arrays outgrow the processor's caches each score can
+cost more, and the measured exponent can come out above 2. On a log-log plot a power
+law y = c * T^k is a straight line of slope k, which is what :func:`fit_loglog` (with
+an interval) and :func:`fit_loglog_slope` (the slope alone) measure.
 
 Implementations compared (all on the CPU, ``IMPLEMENTATIONS``):
 

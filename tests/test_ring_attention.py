@@ -124,6 +124,20 @@ def test_merge_of_two_halves_is_attention_over_all_keys(rng):
         merge_partials(out_a, lse_a[..., :4], out_b, lse_b)
 
 
+def test_pairwise_merge_agrees_with_lecture_09s_flash_decoding(rng):
+    from attn_course.flash import merge_partials as flash_merge
+    from attn_course.flash import split_partials
+
+    q, k, v = (rng.normal(size=(2, 3, 4, 8)), rng.normal(size=(2, 3, 17, 8)), rng.normal(size=(2, 3, 17, 5)))
+    out_parts, lse_parts = split_partials(q, k, v, num_splits=4)  # numpy, lecture 09
+    out, lse = torch.from_numpy(out_parts[0]), torch.from_numpy(lse_parts[0])
+    for o, l in zip(out_parts[1:], lse_parts[1:], strict=True):  # the ring's order: one block at a time
+        out, lse = merge_partials(out, lse, torch.from_numpy(o), torch.from_numpy(l))
+    ref_out, ref_lse = flash_merge(out_parts, lse_parts)
+    assert_close(out, ref_out, "pairwise merge vs attn_course.flash.merge_partials")
+    assert_close(lse, ref_lse, "lse")
+
+
 def test_ring_attention_needs_a_process_group():
     x = torch.zeros(1, 1, 4, 2)
     from attn_course.distributed import ring_attention_forward

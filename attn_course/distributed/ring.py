@@ -14,7 +14,9 @@ online softmax (:func:`merge_partials`):
     lse = log(exp(lse_a) + exp(lse_b))
     out = exp(lse_a - lse) * out_a + exp(lse_b - lse) * out_b
 
-so after G steps every process holds exactly its rows of softmax(Q K^T / sqrt(D)) V,
+(``attn_course.flash.merge_partials`` is the same merge of lecture 09's Flash-Decoding,
+in numpy, for many parts at once; the ring merges two at a time, in torch, as its blocks
+arrive), so after G steps every process holds exactly its rows of softmax(Q K^T / sqrt(D)) V,
 and no process ever held more than two key-value blocks. The backward pass
 (:func:`ring_attention_backward`) passes the key-value blocks around once more,
 together with the gradients of the keys and values, which arrive back at their owner

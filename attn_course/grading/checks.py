@@ -40,8 +40,8 @@ from attn_course.grading.remote import LearnerError, Remote
 
 __all__ = [
     "CheckFailed", "call", "check", "check_close", "check_equal", "check_no_shortcut",
-    "check_raises", "check_shape", "check_sums_to_one", "check_type", "in_learner",
-    "python_loop_in", "replaced", "share", "to_float64",
+    "check_raises", "check_shape", "check_sums_to_one", "check_type", "hints", "in_learner",
+    "python_loop_in", "replaced", "share", "show_hint", "to_float64",
 ]
 
 # Bound now, before any learner code runs (see the module docstring).
@@ -62,6 +62,34 @@ class CheckFailed(AssertionError):
 
     def _render_traceback_(self) -> list[str]:
         return str(self).splitlines()
+
+
+#: The later hints of each task (stage 2, 3, ...), registered by its test cell.
+HINTS: dict[str, list[str]] = {}
+
+
+def hints(task: str, *stages: str) -> None:
+    """Register ``task``'s later hints: stage 2, 3, ... (stage 1 is the hint a failing check
+    shows). A test cell calls this first, so that :func:`show_hint` (in the notebook) and
+    ``attn-course check NOTEBOOK --hint N`` (from the shell) can show them on request.
+    Each stage says more than the one before; none gives the solution's code."""
+    HINTS[str(task)] = [str(s) for s in stages]
+
+
+def show_hint(task, stage: int = 2) -> None:
+    """Print hint ``stage`` of ``task`` ("Task 2" or 2): run the task's test cell first."""
+    key = f"Task {task}" if isinstance(task, int) else str(task)
+    later = HINTS.get(key)
+    if later is None:
+        known = ", ".join(sorted(HINTS)) or "none yet"
+        _print(f"no hints registered for {key!r}: run its test cell first (registered: {known})")
+        return
+    if stage <= 1:
+        _print(f"hint 1 for {key} is the one its failing check prints")
+    elif stage - 2 < len(later):
+        _print(f"hint {stage} for {key}: {later[stage - 2]}")
+    else:
+        _print(f"{key} has hints 1 to {len(later) + 1}; hint {stage} does not exist")
 
 
 def _guard(name: str) -> None:

@@ -90,7 +90,7 @@ def cmd_check(args) -> int:
     with ForkServer(KERNEL_ENV) as server:  # preloads torch while the rest starts
         result = grade_notebook("self-check", path, sources, _limits(args, trusted=True),
                                 visible_only=bool(args.source), fork_server=server.path)
-    print(format_result(result))
+    print(format_result(result, hint=args.hint))
     print("These are the visible tests only: more tests run when the work is graded, so "
           "the grade can be lower than this.")
     ok = result.status == GRADED and result.tests and all(t.passed for t in result.tests)
@@ -149,6 +149,9 @@ def register(sub) -> None:
     p.add_argument("--source", default=None,
                    help="restore the test cells from these source notebooks (default: "
                         "use the notebook's own test cells)")
+    p.add_argument("--hint", type=_positive(int), default=1, metavar="N",
+                   help="for each failed test, also show its hints up to stage N (each says "
+                        "more than the one before; 1, the default, is the failing check's own)")
     _add_limits(p, cell_timeout=60, timeout=600)
     p.set_defaults(func=cmd_check)
 

@@ -26,7 +26,7 @@ import json
 import os
 from pathlib import Path
 
-from attn_course.grading.scoring import MISSING, UNREADABLE, NotebookResult
+from attn_course.grading.scoring import GRADER_ERROR, MISSING, UNREADABLE, NotebookResult
 
 GRADEBOOK_FIELDS = ("submission", "notebook", "score", "max", "status", "reason")
 
@@ -74,6 +74,8 @@ def _exam_summary(r: NotebookResult) -> str:
     name = r.notebook or "submission"
     if r.status in _BEFORE_RUNNING:
         return f"{name}: could not be graded: {r.reason}"
+    if r.status == GRADER_ERROR:  # its reason is for the instructor
+        return f"{name}: the autograder failed on this notebook; your instructor can see why"
     return f"{name}: received and graded"
 
 
@@ -146,14 +148,21 @@ def read_gradebook(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def format_result(r: NotebookResult) -> str:
-    """The self-check's text: one block per test, then the total."""
+def format_result(r: NotebookResult, hint: int = 1) -> str:
+    """The self-check's text: one block per test, then the total. With ``hint`` >= 2, each
+    failed test also shows its later hints up to that stage."""
     lines = []
     for t in r.tests:
         mark = "PASS" if t.passed else "FAIL"
         lines.append(f"{mark} {t.name} ({_num(t.score)}/{_num(t.max_score)})")
         for line in t.output.splitlines():
             lines.append(f"    {line}")
+        if not t.passed and hint >= 2:
+            shown = t.later_hints[: hint - 1]
+            for stage, text in enumerate(shown, start=2):
+                lines.append(f"    hint {stage}: {text}")
+            if len(shown) < hint - 1:
+                lines.append(f"    (this test has hints 1 to {len(t.later_hints) + 1})")
     lines.append(f"{r.notebook}: {_num(r.score)}/{_num(r.max_score)} points ({r.status})"
                  + (f": {r.reason}" if r.reason else ""))
     return "\n".join(lines)

@@ -44,6 +44,7 @@ class TestResult:
     score: float
     max_score: float
     output: str
+    later_hints: list[str] = field(default_factory=list)  # stages 2, 3, ... (on request)
 
     @property
     def passed(self) -> bool:
@@ -146,7 +147,10 @@ def score_run(submission: str, notebook: str, source, assembled: Assembled,
                 out += (f"\n  (your answer cell {assembled.cells[last_answer].grade_id} "
                         f"raised {ans.get('ename')}: {ans.get('evalue')})")
             got = 0.0
-        tests.append(TestResult(nbf.test_title(src), cell.grade_id, got, pts, out))
+        title = nbf.test_title(src)
+        later = ((rec or {}).get("hints") or {}).get(title.split(":")[0].strip(), [])
+        tests.append(TestResult(title, cell.grade_id, got, pts, out,
+                                [str(h) for h in later] if isinstance(later, list) else []))
 
     total = sum(t.score for t in tests)
     max_score = nbf.max_points(source)

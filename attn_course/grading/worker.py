@@ -139,6 +139,9 @@ def run_test_cell(session, namespace: dict, source: str, index: int) -> dict:
             if rec["outcome"] != "ok":
                 break
     session.hidden, session.deadline = False, None
+    from attn_course.grading.checks import HINTS
+
+    rec["hints"] = {task: [_clip(h, 1000) for h in stages] for task, stages in HINTS.items()}
     rec["stdout"] = _clip(out.getvalue())
     if "evalue" in rec:
         rec["evalue"] = _clip(rec["evalue"])

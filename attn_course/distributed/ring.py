@@ -182,19 +182,37 @@ def _setup(q, causal, layout, scale):
     return G, rank, chunks, scale
 
 
+def _check_group_shapes(q, G: int, rank: int) -> None:
+    """Every process must hold a block of the same shape (one small all-gather)."""
+    shape = torch.tensor(list(q.shape), dtype=torch.int64, device=q.device)
+    shapes = [torch.empty_like(shape) for _ in range(G)]
+    dist.all_gather(shapes, shape)
+    shapes = [tuple(s.tolist()) for s in shapes]
+    if len(set(shapes)) > 1:
+        raise ValueError(
+            f"every process must hold q, k, v blocks of the same shape (B, H, T/G, D), so T must "
+            f"be divisible by G={G} (2G for zigzag); process {rank} has q.shape={tuple(q.shape)}, "
+            f"the processes have {shapes}; pad the sequence or use attn_course.distributed.shard"
+        )
+
+
 @torch.no_grad()
 def ring_attention_forward(q, k, v, causal: bool = False, layout: str = "contiguous",
                            scale: float | None = None, stats: CommStats | None = None,
-                           overlap: bool = True):
+                           overlap: bool = True, check_shapes: bool = True):
     """This process's rows of attention over the whole sequence, and their log-sum-exp.
 
     q, k, v: (B, H, T/G, D), this process's block in ``layout`` order (see :func:`shard`).
     overlap: post the transfer of the next block before computing on this one (False:
-    wait for it first, to measure communication alone). Returns ``(out, lse)``:
-    (B, H, T/G, D) and (B, H, T/G).
+    wait for it first, to measure communication alone). check_shapes: first compare the
+    block shapes of all processes (one small all-gather) and raise ``ValueError`` on
+    every process if they differ, instead of failing inside a transfer.
+    Returns ``(out, lse)``: (B, H, T/G, D) and (B, H, T/G).
     """
     _check_local(q, k, v)
     G, rank, chunks, scale = _setup(q, causal, layout, scale)
+    if check_shapes:
+        _check_group_shapes(q, G, rank)
     out = torch.zeros_like(q)  # (B, H, T/G, D)
     lse = torch.full(q.shape[:-1], float("-inf"), dtype=q.dtype, device=q.device)  # (B, H, T/G)
     kv = torch.stack([k, v]).contiguous()  # (2, B, H, T/G, D): one message per step
@@ -220,6 +238,8 @@ def ring_attention_forward(q, k, v, causal: bool = False, layout: str = "contigu
                 o, l = attention_with_lse(q[..., q_sl, :], kv[0, ..., k_sl, :], kv[1, ..., k_sl, :],
                                           scale, mask)
                 out[..., q_sl, :], lse[..., q_sl] = merge_partials(out[..., q_sl, :], lse[..., q_sl], o, l)
+        if stats is not None and q.is_cuda:
+            torch.cuda.synchronize(q.device)  # CUDA calls return before their work is done
         t1 = time.perf_counter()
         for w in works:
             w.wait()

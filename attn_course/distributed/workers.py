@@ -30,14 +30,24 @@ def sum_ranks_worker(rank: int, world_size: int) -> dict:
 def ring_check_worker(rank: int, world_size: int, q, k, v, dout, cases) -> list[dict]:
     """Ring attention on this process's blocks of the whole q, k, v (B, H, T, D), per case.
 
-    cases: list of dicts ``causal``, ``layout``, ``backward``. Returns, per case, this
-    process's output block, its lse, the gradients of its blocks (when ``backward``) and
-    the communication rows of :class:`CommStats`.
+    cases: list of dicts ``causal``, ``layout``, ``backward`` (and ``uneven``: process 1
+    passes one token fewer, and the error each process raised is returned). Returns, per
+    case, this process's output block, its lse, the gradients of its blocks (when
+    ``backward``) and the communication rows of :class:`CommStats`.
     """
     device = current_device()
     results = []
     for case in cases:
         causal, layout = case["causal"], case["layout"]
+        if case.get("uneven"):  # process 1 passes one token fewer: every process must refuse
+            q_l = shard(q, rank, world_size, layout).to(device)
+            q_l = q_l[..., :-1, :] if rank == 1 else q_l
+            try:
+                ring_attention_forward(q_l, q_l, q_l, causal, layout)
+                results.append(dict(case, error=None))
+            except ValueError as e:
+                results.append(dict(case, error=str(e)))
+            continue
         q_l, k_l, v_l = (shard(x, rank, world_size, layout).to(device).requires_grad_(case["backward"])
                          for x in (q, k, v))
         stats = CommStats()
@@ -78,7 +88,9 @@ def ring_benchmark_worker(rank: int, world_size: int, configs, repeats: int = 5,
     computation summed over the steps; ``comm_s``, the transfers summed over the steps,
     measured alone (each waited for before computing, ``overlap=False``); also the bytes
     sent at each step and the peak bytes of tensors allocated during one ring
-    (``attn_course.cost.peak_bytes_torch``), and the bytes of this process's q block.
+    (``attn_course.cost.peak_bytes_torch`` on the CPU, ``torch.cuda.max_memory_allocated``
+    on a GPU), and the bytes of this process's q block. The shape check of
+    ``ring_attention_forward`` is off here: what is timed is the ring alone.
     """
     from attn_course.cost import peak_bytes_torch
 
@@ -88,10 +100,15 @@ def ring_benchmark_worker(rank: int, world_size: int, configs, repeats: int = 5,
         causal, layout = cfg["causal"], cfg["layout"]
         gen = torch.Generator().manual_seed(seed)
         q, k, v = (torch.randn(B, H, T, D, generator=gen) for _ in range(3))
-        q, k, v = (shard(x, rank, world_size, layout).contiguous() for x in (q, k, v))
+        device = current_device()
+        q, k, v = (shard(x, rank, world_size, layout).contiguous().to(device) for x in (q, k, v))
 
         def run(overlap: bool, stats=None, q=q, k=k, v=v, causal=causal, layout=layout):
-            return ring_attention_forward(q, k, v, causal, layout, stats=stats, overlap=overlap)
+            result = ring_attention_forward(q, k, v, causal, layout, stats=stats, overlap=overlap,
+                                            check_shapes=False)
+            if q.is_cuda:
+                torch.cuda.synchronize(q.device)
+            return result
 
         run(True)  # warm-up
         totals, compute, comm, sent = [], [], [], []
@@ -107,7 +124,13 @@ def ring_benchmark_worker(rank: int, world_size: int, configs, repeats: int = 5,
             comm.append(sum(r["wait_s"] for r in stats.rows))
             sent = [r["bytes_sent"] for r in stats.rows]
         dist.barrier()
-        peak = peak_bytes_torch(lambda run=run: run(True)) if memory else None
+        if memory and device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            run(True)
+            peak = torch.cuda.max_memory_allocated(device) - base
+        else:
+            peak = peak_bytes_torch(lambda run=run: run(True)) if memory else None
         dist.barrier()
 
         def med(xs):

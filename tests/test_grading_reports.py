@@ -99,6 +99,14 @@ def test_exam_visibility_still_says_why_a_file_could_not_be_read():
     assert "0/6" not in results["output"]
 
 
+def test_exam_visibility_keeps_a_grader_error_for_the_instructor():
+    r = NotebookResult("alice", "02_softmax", 0.0, 7.0, scoring.GRADER_ERROR,
+                       "the grader failed on this notebook (KeyError: 'x'); please report it")
+    results = reports.gradescope_results([r], "after_due_date")
+    assert "02_softmax: the autograder failed on this notebook" in results["output"]
+    assert "KeyError" not in results["output"]
+
+
 def test_an_unknown_visibility_is_refused_with_the_value():
     with pytest.raises(ValueError, match=r"visibility must be one of .*got 'later'"):
         reports.gradescope_results([_graded()], "later")

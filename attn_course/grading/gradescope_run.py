@@ -144,6 +144,7 @@ def grade(root: Path, work: Path, limits: Limits, visibility: str) -> list[Noteb
     rows = [NotebookResult(SUBMISSION, Path(rel).stem, 0.0, most, UNREADABLE, why)
             for rel, why in problems]
     if copied:
+        (work / "out").mkdir(mode=0o700)  # readable by root only, as the grader requires
         rows = grader.grade_all([work / SUBMISSION], source, work / "out", limits, jobs=1,
                                 progress=False, visibility=visibility) + rows
     elif not rows:

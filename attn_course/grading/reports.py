@@ -92,11 +92,13 @@ def gradescope_results(results: list[NotebookResult], visibility: str = "visible
             lines.append(f"{r.notebook or 'submission'}: {_num(r.score)}/{_num(r.max_score)} "
                          f"({r.status})" + (f": {r.reason}" if r.reason else ""))
         for t in r.tests:
-            tests.append({"name": f"{r.notebook}: {t.name}", "score": _num(t.score),
-                          "max_score": _num(t.max_score),
-                          "status": "passed" if t.passed else "failed",
-                          "output": t.output, "output_format": "text",
-                          "visibility": visibility})
+            entry = {"name": f"{r.notebook}: {t.name}", "score": _num(t.score),
+                     "max_score": _num(t.max_score),
+                     "status": "passed" if t.passed else "failed",
+                     "output": t.output, "output_format": "text", "visibility": visibility}
+            if t.by_hand:  # graded by hand in Gradescope's outline: no pass or fail here
+                del entry["status"]
+            tests.append(entry)
     if exam:
         lines.append(_WHEN_SHOWN[visibility])
     if visibility == "hidden":  # see the module's docstring
@@ -153,6 +155,10 @@ def format_result(r: NotebookResult, hint: int = 1) -> str:
     failed test also shows its later hints up to that stage."""
     lines = []
     for t in r.tests:
+        if t.by_hand:
+            lines.append(f"WRITTEN {t.name}: {_num(t.by_hand)} points, graded by hand by your "
+                         f"instructor (not auto-graded)")
+            continue
         mark = "PASS" if t.passed else "FAIL"
         lines.append(f"{mark} {t.name} ({_num(t.score)}/{_num(t.max_score)})")
         for line in t.output.splitlines():

@@ -208,6 +208,17 @@ def test_whole_row_of_minus_1e9_depends_on_the_precision(rng, dtype):
             assert np.abs(probs - unmasked_loop).max() > 1e-2  # not the unmasked weights
 
 
+def test_a_float16_mask_of_minus_1e9_is_minus_inf_and_masks_the_row(rng):
+    q, k, v = (torch.from_numpy(x.astype(np.float16)) for x in make_qkv(rng, (), (), 3, 6, 4, 5))
+    bias = torch.zeros(3, 6, dtype=torch.float16)
+    bias[0] = -1e9
+    assert torch.isinf(bias[0]).all()  # float16 cannot hold -1e9
+    out, probs = sdpa_torch(q, k, v, mask=bias, return_probs=True)
+    assert (probs[0] == 0).all()
+    assert (out[0] == 0).all()
+    assert_close(probs[1:].float().sum(-1), np.ones(2, np.float32), "other rows", atol=1e-3)
+
+
 @pytest.mark.parametrize("impl", [sdpa_numpy, sdpa_torch])
 @pytest.mark.parametrize(("q_lead", "mask_shape"), [((1,), (3, 4, 5)), ((2,), (1, 2, 4, 5)),
                                                    ((2, 1), (2, 3, 4, 5)), ((), (2, 4, 5))])

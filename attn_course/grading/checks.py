@@ -41,7 +41,7 @@ from attn_course.grading.remote import LearnerError, Remote
 __all__ = [
     "CheckFailed", "call", "check", "check_close", "check_equal", "check_no_shortcut",
     "check_raises", "check_shape", "check_sums_to_one", "check_type", "hints", "in_learner",
-    "python_loop_in", "replaced", "share", "show_hint", "to_float64",
+    "learner_value", "python_loop_in", "replaced", "share", "show_hint", "to_float64",
 ]
 
 # Bound now, before any learner code runs (see the module docstring).
@@ -177,6 +177,25 @@ def _call_remote(fn: Remote, name: str, args, kwargs, hint: str, copy_args: bool
 
 _IN_PLACE_HINT = ("compute into a new array (x = x - m, not x -= m; no out=, no in-place methods "
                   "such as mul_): the caller's values must stay as they were")
+
+
+def _identity(x):
+    return x
+
+
+def learner_value(x):
+    """A variable of the learner's notebook (a prediction, a chosen option) as plain data:
+    in the grader, fetched from the learner's process; in the learner's kernel, ``x``."""
+    if isinstance(x, Remote):
+        try:
+            return x._session.call({"pickled": x._session._pickle(_identity)}, (x,), {})[0]
+        except LearnerError as exc:
+            if type(exc).__name__ == "LearnerTimeout":
+                raise
+            name = x.remote_name or "the value"
+            raise CheckFailed(name, f"is not defined in your notebook ({exc.ename})",
+                              f"run the answer cell that sets {name} first") from None
+    return x
 
 
 def share(obj):

@@ -125,7 +125,9 @@ def grade_notebook(submission: str, path: Path, sources: dict, limits: Limits,
     assembled = assemble(nb, source, visible_only=visible_only)
     outcome = run_isolated(assembled.nb, limits, fork_server=fork_server,
                            roles=[c.role for c in assembled.cells])
-    return score_run(submission, name, source, assembled, outcome, limits)
+    written = {nbf.grade_id(c): c.source for c in nb.cells
+               if nbf.grade_id(c) and nbf.is_manual(c)}
+    return score_run(submission, name, source, assembled, outcome, limits, written)
 
 
 def resolve_isolation(limits: Limits) -> Limits:

@@ -90,6 +90,17 @@ def max_points(nb) -> float:
     return sum(points(c) for c in nb.cells if is_test(c))
 
 
+def is_manual(cell) -> bool:
+    """A written answer graded by hand: nbgrader's "manually graded answer" (``grade`` and
+    ``solution``) or "manually graded task" (``task``) cell."""
+    m = meta(cell)
+    return bool(m.get("grade", False) and m.get("solution", False)) or bool(m.get("task", False))
+
+
+def manual_points(nb) -> float:
+    return sum(points(c) for c in nb.cells if is_manual(c))
+
+
 def test_title(cell) -> str:
     """The test's title from its first comment line: ``# Tests for Task 1: x`` gives
     ``Task 1: x``; the grade id when there is no comment."""

@@ -45,6 +45,7 @@ class TestResult:
     max_score: float
     output: str
     later_hints: list[str] = field(default_factory=list)  # stages 2, 3, ... (on request)
+    by_hand: float = 0.0  # a written answer's points, graded by hand (score and max are 0)
 
     @property
     def passed(self) -> bool:
@@ -61,6 +62,39 @@ class NotebookResult:
     reason: str
     tests: list[TestResult] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def written_answers(source, written: dict) -> list[TestResult]:
+    """One result per written answer of ``source``: 0 of 0 points here, its points graded by
+    hand, the learner's text as the output (``written``: grade id -> submitted text)."""
+    out = []
+    for cell in source.cells:
+        if not nbf.is_manual(cell):
+            continue
+        gid = nbf.grade_id(cell) or "written answer"
+        text = str(written.get(gid, "")).strip()
+        stub = nbf.learner_text(cell).strip()
+        if not text or text == stub:
+            text = "(no answer written)"
+        pts = nbf.points(cell)
+        out.append(TestResult(f"{written_title(source, cell)} (graded by hand)", gid, 0.0, 0.0,
+                              f"written answer, graded by hand ({pts:g} points): not "
+                              f"auto-graded.\n--- your answer ---\n{text[:3000]}", by_hand=pts))
+    return out
+
+
+def written_title(source, cell) -> str:
+    """The heading of the markdown cell before a written answer ("Task 4: why ..."), else
+    its grade id."""
+    cells = source.cells
+    i = next(k for k, c in enumerate(cells) if c is cell)
+    for c in reversed(cells[:i]):
+        if c.cell_type == "markdown":
+            for line in c.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("# ").split("(")[0].strip()
+            break
+    return nbf.grade_id(cell) or "written answer"
 
 
 def error_feedback(rec: dict) -> str:
@@ -89,7 +123,7 @@ def _describe(assembled: Assembled, index: int) -> str:
 
 
 def score_run(submission: str, notebook: str, source, assembled: Assembled,
-              outcome: Outcome, limits: Limits) -> NotebookResult:
+              outcome: Outcome, limits: Limits, written: dict | None = None) -> NotebookResult:
     """The result of one executed notebook."""
     recs = outcome.cells
     died = [i for i, r in recs.items() if r.get("outcome") == "died"]
@@ -152,13 +186,19 @@ def score_run(submission: str, notebook: str, source, assembled: Assembled,
         tests.append(TestResult(title, cell.grade_id, got, pts, out,
                                 [str(h) for h in later] if isinstance(later, list) else []))
 
+    auto = list(tests)
+    tests += written_answers(source, written or {})
     total = sum(t.score for t in tests)
     max_score = nbf.max_points(source)
     notes = "; ".join(assembled.notes)
     if status == GRADED and not reason:
-        failed = [t for t in tests if not t.passed]
-        reason = (f"{len(failed)} of {len(tests)} tests failed" if failed
-                  else f"all {len(tests)} tests passed")
+        failed = [t for t in auto if not t.passed]
+        reason = (f"{len(failed)} of {len(auto)} tests failed" if failed
+                  else f"all {len(auto)} tests passed")
+    by_hand = nbf.manual_points(source)
+    if by_hand:
+        notes = "; ".join(x for x in (notes, f"{by_hand:g} more points of written answers are "
+                                             f"graded by hand") if x)
     reason = "; ".join(x for x in (reason, notes) if x)
     return NotebookResult(submission, notebook, total, max_score, status, reason, tests,
                           outcome.seconds)

@@ -36,7 +36,7 @@ import sys
 MODULES = (
     "builtins", "math", "numpy", "numpy.linalg", "numpy.random", "torch",
     "torch.nn.functional", "torch.linalg", "torch.testing",
-    "attn_course.checks", "attn_course.testing", "attn_course.similarity",
+    "attn_course.validation", "attn_course.testing", "attn_course.similarity",
     "attn_course.softmax", "attn_course.attention", "attn_course.multihead",
     "attn_course.grading.checks", "attn_course.grading.integrity",
 )

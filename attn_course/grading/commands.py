@@ -54,7 +54,7 @@ def cmd_release(args) -> int:
     from attn_course.grading.release import release
 
     try:
-        problems = release(args.source, args.out, check=args.check)
+        problems = release(args.source, args.out, check=args.check, table=args.table or None)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"attn-course release: {exc}", file=sys.stderr)
         return 2
@@ -142,6 +142,9 @@ def register(sub) -> None:
                    help="write nothing; fail when exercises/ differs from what would be generated")
     p.add_argument("--source", default="solutions", help="source notebooks (default solutions/)")
     p.add_argument("--out", default="exercises", help="learner notebooks (default exercises/)")
+    p.add_argument("--table", default="docs/exercises.md",
+                   help="the table of every task's kind, points and goal (default "
+                        "docs/exercises.md; '' for none)")
     p.set_defaults(func=cmd_release)
 
     p = sub.add_parser("check", help="run a notebook's visible tests (the learner's self-check)")

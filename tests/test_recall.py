@@ -308,3 +308,24 @@ def test_train_and_score_are_seeded():
     assert runs[0] == runs[1]
     assert len(runs[0][0]) == 5
     assert 0 <= runs[0][1] <= 1
+
+
+# ---------------------------------------------------------------- shipped models
+
+
+def test_shipped_models_load_and_fit_the_budget():
+    from importlib import resources
+
+    from attn_course.data.recall_models import load_recall_model
+    from attn_course.recall.train import TASK, mqar_accuracy
+
+    files = [resources.files("attn_course.data").joinpath(f"recall_{name}.pt") for name in MIXERS]
+    assert sum(f.stat().st_size for f in files) <= 2 * 2**20  # <= 2 MB in all
+    attention = load_recall_model("attention")
+    assert not attention.training
+    assert mqar_accuracy(attention, TASK["n_pairs"], TASK["seq_len"], n=100) >= 0.95
+    for name in MIXERS:  # each loads into the model its module describes
+        model = load_recall_model(name)
+        assert model.config["mixer"] == name
+    with pytest.raises(ValueError, match="mixer must be one of .* got 'rnn'"):
+        load_recall_model("rnn")

@@ -315,6 +315,9 @@ def test_course_notebooks_grade_to_zero_and_full_marks(tmp_path):
     assert results["score"] == 0
     assert len(results["tests"]) >= 10
     for t in results["tests"]:
+        if t["name"].endswith("(graded by hand)"):  # written answers: no pass or fail here
+            assert "(no answer written)" in t["output"], t
+            continue
         assert t["status"] == "failed", t
         assert any(line.startswith("FAIL ") for line in t["output"].splitlines()), t
         assert "NotImplementedError" in t["output"]

@@ -73,8 +73,7 @@ def written_answers(source, written: dict) -> list[TestResult]:
             continue
         gid = nbf.grade_id(cell) or "written answer"
         text = str(written.get(gid, "")).strip()
-        stub = nbf.learner_text(cell).strip()
-        if not text or text == stub:
+        if text in ("", "YOUR ANSWER HERE", nbf.learner_text(cell).strip()):
             text = "(no answer written)"
         pts = nbf.points(cell)
         out.append(TestResult(f"{written_title(source, cell)} (graded by hand)", gid, 0.0, 0.0,

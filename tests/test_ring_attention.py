@@ -274,3 +274,38 @@ def test_ring_widget_redraws_on_step_and_resets_on_layout():
     w.world.value = 3
     assert w.step.max == 2
     assert "critical path" in w.readout.value
+
+
+def test_committed_benchmark_results_read_and_plot(tmp_path):
+    """What lecture 14's benchmark cell does with benchmarks/results/ring_cpu.csv."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attn_course.distributed.measure import (
+        crossover,
+        plot_ring,
+        predicted_bytes_per_step,
+        read_results,
+    )
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ring_cpu.csv"
+    if not path.exists():
+        pytest.skip("no committed ring benchmark results")
+    rows = read_results(path)
+    ring = [r for r in rows if r["world_size"] > 1]
+    assert {r["world_size"] for r in ring} >= {2, 4}
+    for r in ring:  # the bytes counted from the tensors sent match the formula
+        assert r["bytes_per_step"] == predicted_bytes_per_step(r["B"], r["H"], r["T"], r["D"], r["world_size"])
+        assert r["bytes_per_process"] == (r["world_size"] - 1) * r["bytes_per_step"]
+        assert r["compute_min_s"] <= r["compute_median_s"] <= r["compute_max_s"]
+    first, ratios = crossover(ring, 4)
+    assert [T for T, _ in ratios] == sorted(T for T, _ in ratios)
+    assert first is None or any(T == first and x < 1 for T, x in ratios)
+    axes = plot_ring(ring, [r for r in rows if r["world_size"] == 1])
+    axes[0].figure.savefig(tmp_path / "ring.png")
+    plt.close(axes[0].figure)
+    assert (tmp_path / "ring.png").stat().st_size > 10_000

@@ -1,6 +1,6 @@
 """FlashAttention on a GPU: the course's Triton kernel against PyTorch's SDPA backends.
 
-For sequence lengths N (default 1k to 16k), head dims 64 and 128, float16 and bfloat16,
+For sequence lengths T = S (default 1k to 16k), head dims 64 and 128, float16 and bfloat16,
 causal and not, forward and forward+backward, measures:
 
 - ``course triton``: ``attn_course.flash.triton.kernel.flash_attention`` (autotuned);
@@ -10,24 +10,24 @@ causal and not, forward and forward+backward, measures:
   for the rest of that configuration;
 - ``naive torch``: softmax(Q K^T * scale) V with the scores materialised.
 
-MATH and naive store the N x N scores, so they run only up to ``--max-naive-n``. Every
-configuration uses about ``--tokens`` query positions in total (batch * heads * N), so
-each N does similar work per element and memory use stays modest. Timing: a fixed
+MATH and naive store the T x T scores, so they run only up to ``--max-naive-n``. Every
+configuration uses about ``--tokens`` query positions in total (batch * heads * T), so
+each T does similar work per element and memory use stays modest. Timing: a fixed
 number of warm-up calls (the first also autotunes and compiles), then ``--iters`` calls
 between two CUDA events. TFLOP/s counts the matrix products only: forward
-4 * B * H * N^2 * D (halved when causal), backward 2.5 times the forward. Peak memory is
+4 * B * H * T^2 * D (halved when causal), backward 2.5 times the forward. Peak memory is
 ``torch.cuda.max_memory_allocated`` during one call minus what was allocated before it.
 
 Writes to ``--out`` (default ``benchmarks/results``), rows flushed as they come:
 
 - ``flash_gpu.csv``: one row per measurement, stamped with the GPU and the versions; for
   the course kernel, ``tiles`` records the configuration autotuning chose per kernel;
-- ``flash_gpu_summary.csv``: at N >= 4096, the course kernel's TFLOP/s divided by the
+- ``flash_gpu_summary.csv``: at T >= 4096, the course kernel's TFLOP/s divided by the
   best SDPA backend's, for the forward and for the backward alone
   (time(fwd+bwd) - time(fwd));
-- ``flash_gpu_<dtype>.png``: TFLOP/s against N, one panel per (mode, D, causal).
+- ``flash_gpu_<dtype>.png``: TFLOP/s against T, one panel per (mode, D, causal).
 
-``--dry-run`` runs one tiny configuration on the CPU (the Triton interpreter, N = 64)
+``--dry-run`` runs one tiny configuration on the CPU (the Triton interpreter, T = 64)
 to check that the script and its CSV work without a GPU. Run from the repository root::
 
     PYTHONPATH=. python benchmarks/flash_gpu.py --out /tmp/flash        # a few minutes
@@ -48,7 +48,7 @@ import torch
 
 RESULTS = Path(__file__).with_name("results")
 SDPA_BACKENDS = ["FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"]
-FIELDS = ["impl", "dtype", "D", "causal", "mode", "N", "B", "H", "ms", "tflops", "peak_mib",
+FIELDS = ["impl", "dtype", "D", "causal", "mode", "T", "B", "H", "ms", "tflops", "peak_mib",
           "status", "tiles", "device", "torch", "triton", "cuda", "date"]
 
 
@@ -67,17 +67,17 @@ def sdpa_pinned(backend: str):
 
 
 def naive(q, k, v, causal: bool):
-    """Standard attention as one would first write it: the (N, N) scores in memory."""
-    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, N, N)
+    """Standard attention as one would first write it: the (T, T) scores in memory."""
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, T, T)
     if causal:
-        N = q.shape[-2]
-        keep = torch.ones(N, N, dtype=torch.bool, device=q.device).tril()
+        T = q.shape[-2]
+        keep = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
         scores = scores.masked_fill(~keep, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v  # (B, H, N, D)
+    return torch.softmax(scores, dim=-1) @ v  # (B, H, T, D)
 
 
 def implementations(max_naive_n: int):
-    """name -> (fn(q, k, v, causal), largest N it runs at)."""
+    """name -> (fn(q, k, v, causal), largest T it runs at)."""
     from attn_course.flash.triton.kernel import flash_attention
 
     impls = {"course triton": (lambda q, k, v, causal: flash_attention(q, k, v, causal=causal),
@@ -98,8 +98,8 @@ def chosen_tiles(mode: str) -> str:
     return "; ".join(f"{n}: {used[n]}" for n in names if used[n])
 
 
-def flops(B: int, H: int, N: int, D: int, causal: bool, mode: str) -> float:
-    fwd = 4.0 * B * H * N * N * D * (0.5 if causal else 1.0)
+def flops(B: int, H: int, T: int, D: int, causal: bool, mode: str) -> float:
+    fwd = 4.0 * B * H * T * T * D * (0.5 if causal else 1.0)
     return fwd * (3.5 if mode == "fwd+bwd" else 1.0)
 
 
@@ -153,9 +153,9 @@ def measure(fn, q, k, v, causal, mode, args, cuda):
 
 
 def summarise(rows: list[dict], min_n: int = 4096) -> list[dict]:
-    """Course kernel / best SDPA backend, forward and backward alone, at N >= min_n."""
+    """Course kernel / best SDPA backend, forward and backward alone, at T >= min_n."""
     ok = [r for r in rows if r["status"] == "ok"]
-    index = {(r["impl"], r["dtype"], r["D"], r["causal"], r["mode"], r["N"]): r for r in ok}
+    index = {(r["impl"], r["dtype"], r["D"], r["causal"], r["mode"], r["T"]): r for r in ok}
     sdpa = sorted({r["impl"] for r in ok if r["impl"].startswith("sdpa")})
 
     def fwd_tflops(impl, cfg):
@@ -163,17 +163,17 @@ def summarise(rows: list[dict], min_n: int = 4096) -> list[dict]:
         return None if r is None else r["tflops"]
 
     def bwd_tflops(impl, cfg):
-        dtype, D, causal, N = cfg
-        f = index.get((impl, dtype, D, causal, "fwd", N))
-        fb = index.get((impl, dtype, D, causal, "fwd+bwd", N))
+        dtype, D, causal, T = cfg
+        f = index.get((impl, dtype, D, causal, "fwd", T))
+        fb = index.get((impl, dtype, D, causal, "fwd+bwd", T))
         if f is None or fb is None or fb["ms"] <= f["ms"]:
             return None
-        bwd_flops = 2.5 * flops(fb["B"], fb["H"], N, D, causal, "fwd")
+        bwd_flops = 2.5 * flops(fb["B"], fb["H"], T, D, causal, "fwd")
         return bwd_flops / ((fb["ms"] - f["ms"]) * 1e-3) / 1e12
 
     out = []
-    for cfg in sorted({(r["dtype"], r["D"], r["causal"], r["N"]) for r in ok if r["N"] >= min_n}):
-        row = dict(zip(("dtype", "D", "causal", "N"), cfg, strict=True))
+    for cfg in sorted({(r["dtype"], r["D"], r["causal"], r["T"]) for r in ok if r["T"] >= min_n}):
+        row = dict(zip(("dtype", "D", "causal", "T"), cfg, strict=True))
         for mode, get in (("fwd", fwd_tflops), ("bwd", bwd_tflops)):
             ours = get("course triton", cfg)
             best = max(((get(i, cfg), i) for i in sdpa if get(i, cfg) is not None),
@@ -206,7 +206,7 @@ def plot(rows: list[dict], out: Path, device: str) -> list[Path]:
             for col, (D, causal) in enumerate(panels):
                 ax = axes[row][col]
                 for impl in sorted({r["impl"] for r in ok}):
-                    pts = sorted((r["N"], r["tflops"]) for r in ok if r["impl"] == impl
+                    pts = sorted((r["T"], r["tflops"]) for r in ok if r["impl"] == impl
                                  and r["dtype"] == dtype and r["D"] == D
                                  and r["causal"] == causal and r["mode"] == mode)
                     if pts:
@@ -217,7 +217,7 @@ def plot(rows: list[dict], out: Path, device: str) -> list[Path]:
                 if col == 0:
                     ax.set_ylabel("TFLOP/s")
                 if row == 1:
-                    ax.set_xlabel("N")
+                    ax.set_xlabel("T")
         axes[0][0].legend(fontsize=7)
         fig.suptitle(f"{device}, {dtype}: torch {version('torch')}, triton {version('triton')}",
                      fontsize=10)
@@ -237,17 +237,17 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16"],
                    choices=["float16", "bfloat16", "float32"])
     p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
-    p.add_argument("--tokens", type=int, default=2**17, help="batch * heads * N per config")
+    p.add_argument("--tokens", type=int, default=2**17, help="batch * heads * T per config")
     p.add_argument("--heads", type=int, default=16, help="heads per batch element (at most)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--max-naive-n", type=int, default=4096,
-                   help="largest N for the MATH backend and naive torch")
+                   help="largest T for the MATH backend and naive torch")
     p.add_argument("--budget-s", type=float, default=330.0,
                    help="stop measuring after this many seconds (remaining rows: skipped)")
     p.add_argument("--impls", nargs="+", default=None, help="only these implementations")
     p.add_argument("--dry-run", action="store_true",
-                   help="tiny CPU run (Triton interpreter): N=64, D=16, float16, 1 iteration")
+                   help="tiny CPU run (Triton interpreter): T=64, D=16, float16, 1 iteration")
     args = p.parse_args(argv)
     cuda = torch.cuda.is_available() and not args.dry_run
     if args.dry_run:
@@ -274,30 +274,30 @@ def main(argv=None) -> int:
             dtype = getattr(torch, dtype_name)
             for D in args.head_dims:
                 for causal in (False, True):
-                    for N in args.lengths:
-                        BH = max(1, args.tokens // N)
+                    for T in args.lengths:
+                        BH = max(1, args.tokens // T)
                         H = min(args.heads, BH)
                         B = max(1, BH // H)
-                        g = torch.Generator(device=dev).manual_seed(N + D)
-                        q, k, v = (torch.randn(B, H, N, D, device=dev, dtype=dtype, generator=g)
-                                   for _ in range(3))  # (B, H, N, D) each
+                        g = torch.Generator(device=dev).manual_seed(T + D)
+                        q, k, v = (torch.randn(B, H, T, D, device=dev, dtype=dtype, generator=g)
+                                   for _ in range(3))  # (B, H, T, D) each
                         for mode in args.modes:
                             for name, (fn, max_n) in impls.items():
                                 cfg = (name, dtype_name, D, causal, mode)
                                 row = {"impl": name, "dtype": dtype_name, "D": D,
-                                       "causal": causal, "mode": mode, "N": N, "B": B, "H": H,
+                                       "causal": causal, "mode": mode, "T": T, "B": B, "H": H,
                                        "ms": "", "tflops": "", "peak_mib": "", "tiles": "",
                                        **stamp}
-                                if N > max_n:
-                                    row["status"] = f"skipped: N > {max_n} (stores N x N)"
+                                if T > max_n:
+                                    row["status"] = f"skipped: T > {max_n} (stores T x T)"
                                 elif cfg in failed:
-                                    row["status"] = "skipped: failed at a smaller N"
+                                    row["status"] = "skipped: failed at a smaller T"
                                 elif time.perf_counter() - t_start > args.budget_s:
                                     row["status"] = "skipped: time budget"
                                 else:
                                     try:
                                         ms, peak = measure(fn, q, k, v, causal, mode, args, cuda)
-                                        tf = flops(B, H, N, D, causal, mode) / (ms * 1e-3) / 1e12
+                                        tf = flops(B, H, T, D, causal, mode) / (ms * 1e-3) / 1e12
                                         row.update(ms=float(f"{ms:.5g}"), tflops=float(f"{tf:.4g}"),
                                                    peak_mib=round(peak, 1), status="ok")
                                         if name == "course triton":
@@ -313,7 +313,7 @@ def main(argv=None) -> int:
                                 writer.writerow(row)
                                 f.flush()
                                 print(f"{name:<16} {dtype_name:<8} D={D:<3} "
-                                      f"{'causal' if causal else 'full  '} {mode:<7} N={N:<6} "
+                                      f"{'causal' if causal else 'full  '} {mode:<7} T={T:<6} "
                                       + (f"{row['ms']:9.3f} ms {row['tflops']:7.1f} TFLOP/s "
                                          f"{row['peak_mib']:8.1f} MiB"
                                          if row["status"] == "ok" else row["status"]),
@@ -328,7 +328,7 @@ def main(argv=None) -> int:
         print("\ncourse kernel / best SDPA backend (TFLOP/s ratio):")
         for r in summary:
             print(f"  {r['dtype']:<8} D={r['D']:<3} {'causal' if r['causal'] else 'full  '} "
-                  f"N={r['N']:<6} fwd {r['fwd_ratio']} (vs {r['fwd_best_sdpa']})  "
+                  f"T={r['T']:<6} fwd {r['fwd_ratio']} (vs {r['fwd_best_sdpa']})  "
                   f"bwd {r['bwd_ratio']} (vs {r['bwd_best_sdpa']})")
     for path in plot(rows, args.out, device):
         print(f"wrote {path}")

@@ -47,7 +47,7 @@ def test_gpu_benchmark_dry_run_writes_a_well_formed_csv(tmp_path, capsys):
         if r["status"] == "ok":
             assert float(r["ms"]) > 0
             assert float(r["tflops"]) >= 0
-            assert r["N"] == "64"
+            assert r["T"] == "64"
     ours = [r for r in rows if r["impl"] == "course triton"]
     assert all(r["status"] == "ok" for r in ours), ours
     summary = list(csv.DictReader((tmp_path / "flash_gpu_summary.csv").open()))

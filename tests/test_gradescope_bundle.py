@@ -250,3 +250,20 @@ print(g.end_descendants())
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_grader_failure_still_leaves_a_result(tmp_path):
+    bundle = build_bundle(ROOT / "solutions" / SOFTMAX, tmp_path / "autograder.zip")
+    root = tmp_path / "ag"
+    _unpack(bundle, root, ROOT / "solutions" / SOFTMAX)
+    shutil.rmtree(root / "source" / "solutions")  # the grader cannot find its source
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "ATTN_COURSE_PYTHON": sys.executable}
+    run = subprocess.run([str(root / "run_autograder")], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = _results(root)
+    assert set(results) <= reports.RESULT_KEYS
+    assert results["score"] == 0
+    assert results["output"].startswith("The autograder could not grade this submission "
+                                        "(FileNotFoundError: --source must be a directory")
+    assert "grader error: FileNotFoundError" in run.stdout

@@ -41,7 +41,7 @@ from pathlib import Path
 import psutil
 import tqdm  # noqa: F401  (grade_all's progress bar)
 
-from attn_course.grading import forkserver, grader, reports  # noqa: F401
+from attn_course.grading import forkserver, grader, isolation, release, reports  # noqa: F401
 from attn_course.grading import notebooks as nbf
 from attn_course.grading.sandbox import GiB, Limits
 from attn_course.grading.scoring import UNREADABLE, NotebookResult

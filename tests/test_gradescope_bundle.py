@@ -267,3 +267,21 @@ def test_a_grader_failure_still_leaves_a_result(tmp_path):
     assert results["output"].startswith("The autograder could not grade this submission "
                                         "(FileNotFoundError: --source must be a directory")
     assert "grader error: FileNotFoundError" in run.stdout
+
+
+def test_a_line_appended_to_run_autograder_never_runs(tmp_path):
+    """Whatever reaches run_autograder while it runs, sandbox or not: here the program
+    it hands over to appends the line itself (a shell that still read the file after
+    its command would run it)."""
+    bundle = build_bundle(ROOT / "solutions" / SOFTMAX, tmp_path / "autograder.zip")
+    root = tmp_path / "ag"
+    _unpack(bundle, root, ROOT / "solutions" / SOFTMAX)
+    marker = tmp_path / "appended-line-ran"
+    grader = tmp_path / "grader"
+    _fake(grader, f"#!/bin/sh\nprintf '\\ntouch {marker}\\n' >> {root / 'run_autograder'}\n")
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "ATTN_COURSE_PYTHON": str(grader)}
+    run = subprocess.run([str(root / "run_autograder")], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert f"touch {marker}" in (root / "run_autograder").read_text()
+    assert not marker.exists()

@@ -197,3 +197,17 @@ def test_a_duplicated_answer_says_which_copy_was_graded(batch):
 def test_cells_after_the_end_are_named_not_run(batch):
     assert "5 code cells after the notebook's last exercise cell were not run" in \
         batch["cells_after_the_end"]["reason"]
+
+
+def test_a_grader_failure_keeps_the_exercises_maximum(tmp_path, monkeypatch):
+    from attn_course.grading import grader
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(grader, "grade_notebook", broken)
+    sources = {SOFTMAX.stem: _solution()}
+    row = grader._safe_grade("alice", _write(tmp_path / "02_softmax.ipynb", _solution()),
+                             sources, Limits(), "")
+    assert (row.status, row.score, row.max_score) == ("grader error", 0, 7), row
+    assert "KeyError" in row.reason

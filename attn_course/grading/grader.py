@@ -167,7 +167,9 @@ def _safe_grade(submission, path, sources, limits, fork_server) -> NotebookResul
     try:
         return grade_notebook(submission, path, sources, limits, fork_server=fork_server)
     except Exception as exc:  # a bug in the grader: keep the batch going, say so
-        return NotebookResult(submission, path.stem, 0.0, 0.0, GRADER_ERROR,
+        src = sources.get(path.stem)  # named like an exercise: keep its maximum
+        return NotebookResult(submission, path.stem, 0.0, nbf.max_points(src) if src else 0.0,
+                              GRADER_ERROR,
                               f"the grader failed on this notebook ({type(exc).__name__}: "
                               f"{exc}); please report it")
 

@@ -8,16 +8,17 @@ non-causal, measures each method of :mod:`attn_course.efficient.compare`:
 - ``softmax``: the course's ``sdpa_torch``, which does store them (the baseline for
   memory: full attention as written in lecture 03);
 - ``sliding_window`` (w = 128), ``linear`` (elu + 1), ``linformer`` (P = 128) and
-  ``performer`` (M = 128 orthogonal random features).
+  ``performer`` (R = 128 orthogonal random features).
 
-Time is the minimum over a few runs (:func:`attn_course.cost.time_call`); memory is the
+Time is the median of ``--repeat`` runs, with the fastest and slowest (drawn as a bar
+around each point); memory is the
 allocator's peak during the call (:func:`attn_course.cost.peak_bytes_torch` on the CPU,
 ``torch.cuda.max_memory_allocated`` on a GPU). From the measurements, the crossover
 length beyond which each method is faster (and smaller) than the baselines is
 interpolated (:func:`attn_course.efficient.compare.crossover`).
 
 Errors (device independent, float64 reference): Performer's relative error against
-exact attention as the number of features M grows, on random q, k (small norms) and
+exact attention as the number of features R grows, on random q, k (small norms) and
 on the queries and keys of the course's trained model (lecture 07); and every method's
 error on the trained model's q, k, v.
 
@@ -72,7 +73,7 @@ LABELS = {
     "sliding_window": "sliding window, w = 128",
     "linear": "linear attention (elu + 1)",
     "linformer": "Linformer, P = 128",
-    "performer": "Performer, M = 128",
+    "performer": "Performer, R = 128",
 }
 
 
@@ -119,9 +120,14 @@ def plot_cost(rows, cross, device, info, path: Path) -> None:
             label += {"measured": f"; faster than SDPA from T ~ {c['crossover_T']}",
                       "below": "; faster than SDPA at every T",
                       "above": "; slower than SDPA at every T"}.get(c["how"], "")
-        axes[0].loglog(T, [r["seconds"] for r in mine], marker="o", label=label)
+        med = [r["seconds"] for r in mine]
+        spread = [[m - r["seconds_min"] for m, r in zip(med, mine, strict=True)],
+                  [r["seconds_max"] - m for m, r in zip(med, mine, strict=True)]]
+        axes[0].errorbar(T, med, yerr=spread, marker="o", capsize=2, label=label)
+        axes[0].set(xscale="log", yscale="log")
         axes[1].loglog(T, [r["peak_bytes"] / 2**20 for r in mine], marker="o", label=LABELS[name])
-    axes[0].set(xlabel="sequence length T", ylabel="seconds per call", title=f"time ({device})")
+    axes[0].set(xlabel="sequence length T", ylabel="seconds per call (median; bars: min to max)",
+                title=f"time ({device})")
     axes[1].set(xlabel="sequence length T", ylabel="peak MiB allocated", title=f"peak memory ({device})")
     lengths = sorted({r["T"] for r in rows})
     for ax in axes:
@@ -138,7 +144,7 @@ def plot_cost(rows, cross, device, info, path: Path) -> None:
 
 
 def errors(features=(16, 32, 64, 128, 256, 512, 1024), seeds=range(5)) -> list[dict]:
-    """Performer's error against M, and every method's error, float32 vs a float64 reference."""
+    """Performer's error against R, and every method's error, float32 vs a float64 reference."""
     g = torch.Generator().manual_seed(0)
     random_qkv = (0.5 * torch.randn(4, 4, 256, 64, generator=g),  # scores q . k / 8: std 0.25
                   0.5 * torch.randn(4, 4, 256, 64, generator=g),
@@ -146,10 +152,10 @@ def errors(features=(16, 32, 64, 128, 256, 512, 1024), seeds=range(5)) -> list[d
     trained_qkv = tiny_lm_qkv(layer=0, n=256)  # (256, H, 16, D)
     rows = []
     for inputs, qkv in (("random", random_qkv), ("trained model, layer 0", trained_qkv)):
-        for M in features:
-            errs = [approximation_errors(*qkv, {"p": attention_method("performer", num_features=M,
+        for R in features:
+            errs = [approximation_errors(*qkv, {"p": attention_method("performer", num_features=R,
                                                                       seed=s)})["p"] for s in seeds]
-            rows.append(dict(inputs=inputs, method="performer", setting=f"M={M}", M=M,
+            rows.append(dict(inputs=inputs, method="performer", setting=f"R={R}", R=R,
                              relative_error=sum(errs) / len(errs)))
     for layer in (0, 1):
         q, k, v = tiny_lm_qkv(layer=layer, n=256)
@@ -157,29 +163,29 @@ def errors(features=(16, 32, 64, 128, 256, 512, 1024), seeds=range(5)) -> list[d
                    for w in (4, 8)}
         methods[("linear", "elu+1")] = attention_method("linear")
         methods.update({("linformer", f"P={p}"): attention_method("linformer", proj_len=p) for p in (4, 8)})
-        methods.update({("performer", f"M={m}"): attention_method("performer", num_features=m)
+        methods.update({("performer", f"R={m}"): attention_method("performer", num_features=m)
                         for m in (64, 1024)})
         exact = attention_method("softmax")(q.double(), k.double(), v.double())
         for (name, setting), f in methods.items():
             rows.append(dict(inputs=f"trained model, layer {layer}", method=name, setting=setting,
-                             M=None, relative_error=relative_error(f(q, k, v), exact)))
+                             R=None, relative_error=relative_error(f(q, k, v), exact)))
     return rows
 
 
 def plot_errors(rows, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for inputs in ("random", "trained model, layer 0"):
-        mine = [r for r in rows if r["inputs"] == inputs and r["M"] is not None]
-        axes[0].loglog([r["M"] for r in mine], [r["relative_error"] for r in mine], marker="o",
+        mine = [r for r in rows if r["inputs"] == inputs and r["R"] is not None]
+        axes[0].loglog([r["R"] for r in mine], [r["relative_error"] for r in mine], marker="o",
                        label=f"Performer on {inputs} q, k")
-    Ms = [r["M"] for r in rows if r["M"] is not None and r["inputs"] == "random"]
+    Ms = [r["R"] for r in rows if r["R"] is not None and r["inputs"] == "random"]
     first = next(r["relative_error"] for r in rows if r["inputs"] == "random")
-    axes[0].loglog(Ms, [first * (Ms[0] / m) ** 0.5 for m in Ms], "k--", label="1 / sqrt(M)")
-    axes[0].set(xlabel="random features M", ylabel="relative error vs exact",
+    axes[0].loglog(Ms, [first * (Ms[0] / m) ** 0.5 for m in Ms], "k--", label="1 / sqrt(R)")
+    axes[0].set(xlabel="random features R", ylabel="relative error vs exact",
                 title="Performer: error against the number of features")
     axes[0].set_xticks(Ms, [str(m) for m in Ms])
     axes[0].minorticks_off()
-    table = [r for r in rows if r["M"] is None]
+    table = [r for r in rows if r["R"] is None]
     labels = sorted({(r["method"], r["setting"]) for r in table}, key=lambda x: (x[0], x[1]))
     for j, layer in enumerate((0, 1)):
         vals = [next(r["relative_error"] for r in table if r["inputs"] == f"trained model, layer {layer}"
@@ -224,7 +230,7 @@ def main(argv=None) -> None:
     for T in lengths:  # one length at a time, so that progress shows
         rows += measure_methods(methods, [T], device=device, repeat=args.repeat,
                                 max_length={"softmax": max_quadratic})
-        print(f"T={T}: " + ", ".join(f"{r['name']} {r['seconds'] * 1e3:.2f} ms "
+        print(f"T={T}: " + ", ".join(f"{r['name']} {r['seconds'] * 1e3:.2f} ms (median) "
                                      f"{r['peak_bytes'] / 2**20:.1f} MiB" for r in rows if r["T"] == T),
               flush=True)
     rows = [{**r, **info} for r in rows]

@@ -14,7 +14,7 @@ def fails_with(test_id, answer_id, code, phrase):
     assert phrase in run.output, run.output
 
 
-@pytest.mark.parametrize("test_id,answer_id", [
+@pytest.mark.parametrize(("test_id", "answer_id"), [
     ("sim-cosine-test", "sim-cosine-answer"), ("sim-matrix-test", "sim-matrix-answer"),
     ("sim-nearest-test", "sim-nearest-answer"), ("sim-predict-test", "sim-predict-answer"),
     ("sim-debug-test", "sim-debug-answer")])
@@ -93,7 +93,7 @@ def test_most_similar_loop_passes():
 
 
 # Task 4: predict
-@pytest.mark.parametrize("value,phrase", [
+@pytest.mark.parametrize(("value", "phrase"), [
     ("0", "almost never exactly 0"), ("1 / 256", "too small"), ("0.5", "too large"),
     ("'0.06'", "write a single number"), ("[0.06, 0.07]", "write a single number")])
 def test_prediction_wrong_answers_get_their_hints(value, phrase):
@@ -109,7 +109,7 @@ def test_prediction_within_tolerance_passes(value):
 FIX = "def cosine_matrix(x, y):\n{}"
 
 
-@pytest.mark.parametrize("body,phrase", [
+@pytest.mark.parametrize(("body", "phrase"), [
     ("    return (x / np.linalg.norm(x, axis=1)) @ (y / np.linalg.norm(y, axis=1)).T",
      "not (T,)"),
     ("    return (x / np.linalg.norm(x, axis=-1, keepdims=True)) @ y.T", "only x was normalised"),

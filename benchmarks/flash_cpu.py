@@ -120,19 +120,19 @@ def main(argv=None) -> int:
                "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", ""),
                "torch": torch.__version__, "numpy": np.__version__,
                "python": platform.python_version(), "date": datetime.date.today().isoformat()}
-    times = {name: [] for name, *_ in variants}
+    times = [[] for _ in variants]  # one list per variant (names repeat across blocks)
     for _name, _, _, threads, fn in variants:  # warm-up: first-call allocations
         torch.set_num_threads(threads)
         fn()
     for _ in range(args.repeat):  # rounds: every variant once per round
-        for name, _, _, threads, fn in variants:
+        for n, (_name, _, _, threads, fn) in enumerate(variants):
             torch.set_num_threads(threads)
             t0 = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t0)
-    for name, kind, block, threads, fn in variants:
+            times[n].append(time.perf_counter() - t0)
+    for n, (name, kind, block, threads, fn) in enumerate(variants):
         torch.set_num_threads(threads)
-        t = np.asarray(times[name])
+        t = np.asarray(times[n])
         q25, median, q75 = np.percentile(t, [25, 50, 75])
         peak = (peak_bytes_numpy if kind == "numpy" else peak_bytes_torch)(fn)
         result = np.asarray(fn()).reshape(expected.shape)  # (H, T, D)

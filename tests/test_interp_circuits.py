@@ -17,6 +17,7 @@ from attn_course.interp.circuits import (
     noising_sweep,
     ov_circuit,
     path_patch,
+    qk_circuit_kcomposition,
 )
 from attn_course.interp.hooks import hooks, run_with_cache
 from attn_course.interp.patching import logit_diff, patch
@@ -127,3 +128,35 @@ def test_path_patch_errors_name_the_argument(setup):
         path_patch(model, x, x_bad, sender=(1, 1), receivers=[(1, 0, "k")])
     with pytest.raises(ValueError, match="head must be in"):
         path_patch(model, x, x_bad, sender=(0, 9))
+
+
+def test_qk_circuit_equals_the_models_scores_on_a_built_residual(setup):
+    """Feed layer 1 a residual stream built by hand (the key's and the query's contents)
+    and read the induction head's score from its hook_scores."""
+    model, *_ = setup
+    V, offset, p_k = 64, 7, 3
+    qk = qk_circuit_kcomposition(model, 1, 0, source=(0, 1), offset=offset)
+    assert qk.shape == (V, V)
+    attn0 = model.blocks[0].attn
+    with torch.no_grad():
+        d = attn0.head_dim
+        x = model.blocks[0].ln(model.tok_emb.weight)  # (V, E)
+        v = x @ attn0.v_proj.weight[d:2 * d].T + attn0.v_proj.bias[d:2 * d]
+        write = v @ attn0.out_proj.weight[:, d:2 * d].T  # (V, E) head 1 of layer 0
+    a, b = torch.arange(V), torch.arange(V).roll(5)  # query token a, key token b
+    resid = torch.zeros(V, 24, 64)
+    resid[:, p_k] = write[b] + attn0.out_proj.bias.detach()
+    resid[:, p_k + offset] = model.tok_emb.weight.detach()[a] + attn0.out_proj.bias.detach()
+    _, cache = run_with_cache(model, torch.zeros(V, 24, dtype=torch.long),
+                              names=["blocks.1.attn.hook_scores"],
+                              extra_hooks=[("blocks.1.hook_resid_pre", lambda t, n: resid)])
+    got = cache["blocks.1.attn.hook_scores"][:, 0, p_k + offset, p_k]  # (V,)
+    assert_close(qk[a, b], got, "scores", atol=1e-4, rtol=1e-4)
+
+
+def test_qk_errors_name_the_argument(setup):
+    model, *_ = setup
+    with pytest.raises(ValueError, match="source must be in an earlier layer"):
+        qk_circuit_kcomposition(model, 0, 0, source=(0, 1), offset=1)
+    with pytest.raises(ValueError, match="offset must be an integer"):
+        qk_circuit_kcomposition(model, 1, 0, source=(0, 1), offset=-1)

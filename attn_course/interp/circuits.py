@@ -18,6 +18,12 @@ and each head's effect on what it copies is a product of weight matrices.
   stream alone, as at layer 0 (later layers see more than the embedding: an
   approximation there). :func:`copying_score` summarises it by its eigenvalues,
   sum(lambda) / sum(|lambda|) (1: the head copies what it attends to).
+- :func:`qk_circuit_kcomposition`: the QK circuit of a head whose keys are written by an
+  earlier head (K-composition): the (V, V) attention score between a query that holds
+  token a and a key that holds what the earlier head writes for token b, at a given
+  offset (the model's positions are rotary, so the score depends on it). For an
+  induction head fed by a previous-token head, the key's position *follows* b, and the
+  head should score a == b highest.
 - :func:`noising_sweep`: the other direction of activation patching (Heimersheim and
   Nanda, "How to use and interpret activation patching", 2024): run the *clean* input
   with one component's *corrupted* activation and report the fraction of the
@@ -47,7 +53,7 @@ from attn_course.interp.hooks import hooks, run_with_cache
 from attn_course.interp.patching import patching_sweep
 
 __all__ = ["copying_score", "direct_logit_attribution", "head_contributions",
-           "noising_sweep", "ov_circuit", "path_patch"]
+           "noising_sweep", "ov_circuit", "path_patch", "qk_circuit_kcomposition"]
 
 
 def _layers(model):
@@ -141,6 +147,48 @@ def ov_circuit(model: nn.Module, layer: int, head: int) -> torch.Tensor:
     out = out - out.mean(-1, keepdim=True)  # the final LayerNorm subtracts the mean
     gamma = model.ln_f.weight if model.ln_f.weight is not None else 1.0
     return (out * gamma) @ model.head.weight.T  # (V_attended, V_logit)
+
+
+@torch.no_grad()
+def qk_circuit_kcomposition(model: nn.Module, layer: int, head: int, source: tuple[int, int],
+                            offset: int) -> torch.Tensor:
+    """(V, V) scores: query token a (row) against a key written by ``source`` for token b.
+
+    The query's residual stream is W_E[a] plus the earlier layers' output biases; the
+    key's is what head ``source`` = (layer, head) writes when it attends only to token b,
+    W_O (W_V LN(W_E[b]) + b_V), plus the same biases. Both go through this layer's
+    LayerNorm, projections and rotary positions, the query ``offset`` >= 0 positions
+    after the key; the score is q . k / sqrt(Dh), as in ``hook_scores``. Neither position's
+    other contents are included: this is the one path key <- source head <- token b.
+    """
+    from attn_course.positional import apply_rope
+
+    attn = _head(model, layer, head)
+    s_layer, s_head = source
+    s_attn = _head(model, s_layer, s_head)
+    if s_layer >= layer:
+        raise ValueError(f"source must be in an earlier layer than {layer}, got {source!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < model.max_len:
+        raise ValueError(f"offset must be an integer in [0, {model.max_len}), got {offset!r}")
+    blocks = _layers(model)
+    bias = sum((blocks[i].attn.out_proj.bias for i in range(layer)
+                if blocks[i].attn.out_proj.bias is not None), torch.zeros(attn.embed_dim))
+    emb = model.tok_emb.weight  # (V, E)
+    d = s_attn.head_dim
+    v = blocks[s_layer].ln(emb) @ s_attn.v_proj.weight[s_head * d:(s_head + 1) * d].T  # (V, Dh)
+    if s_attn.v_proj.bias is not None:
+        v = v + s_attn.v_proj.bias[s_head * d:(s_head + 1) * d]
+    x_q, x_k = emb + bias, v @ _w_o(s_attn, s_head).T + bias  # (V, E) each
+    ln, d = blocks[layer].ln, attn.head_dim
+    rows = slice(head * d, (head + 1) * d)
+    q = ln(x_q) @ attn.q_proj.weight[rows].T  # (V, Dh)
+    k = ln(x_k) @ attn.k_proj.weight[rows].T  # (V, Dh)
+    if attn.q_proj.bias is not None:
+        q, k = q + attn.q_proj.bias[rows], k + attn.k_proj.bias[rows]
+    base = blocks[layer].rope_base
+    q = apply_rope(q[:, None, :], [offset], base)[:, 0]  # (V, Dh) at position offset
+    k = apply_rope(k[:, None, :], [0], base)[:, 0]  # (V, Dh) at position 0
+    return q @ k.T / d**0.5  # (V_query, V_key)
 
 
 def copying_score(ov: torch.Tensor) -> float:

@@ -71,8 +71,8 @@ def fail_worker(rank: int, world_size: int, bad_rank: int = 1):
 
 
 def hang_worker(rank: int, world_size: int, seconds: float = 600.0):
-    """Process 1 sleeps for ``seconds`` (past any sensible timeout); the others return."""
-    if rank == 1:
+    """The last process sleeps for ``seconds`` (past any sensible timeout); the others return."""
+    if rank == world_size - 1:
         time.sleep(seconds)
     return rank
 

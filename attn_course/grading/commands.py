@@ -100,7 +100,8 @@ def cmd_check(args) -> int:
 def cmd_grade(args) -> int:
     from attn_course.grading.forkserver import KERNEL_ENV, ForkServer
 
-    server = ForkServer(KERNEL_ENV)  # first: it preloads torch while the grader starts
+    # first, for a batch: it preloads torch while the grader starts
+    server = ForkServer(KERNEL_ENV) if len(args.submissions) > 1 else None
     _fast_imports()
     from attn_course.grading.grader import grade_all
 

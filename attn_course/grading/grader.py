@@ -152,13 +152,13 @@ def resolve_isolation(limits: Limits) -> Limits:
 
 
 def start_fork_server():
-    """A kernel fork server for the batch, or None (kernels then start the slow way)."""
+    """A worker fork server for the batch, or None (workers then start the slow way)."""
     from attn_course.grading.forkserver import KERNEL_ENV, ForkServer
 
     try:
         return ForkServer(KERNEL_ENV)
     except (OSError, RuntimeError) as exc:
-        print(f"attn-course grade: starting kernels without the fork server ({exc})",
+        print(f"attn-course grade: starting workers without the fork server ({exc})",
               file=sys.stderr)
         return None
 
@@ -196,7 +196,8 @@ def grade_all(paths, source, out_dir, limits: Limits, jobs: int = 1,
     ``visibility``: when Gradescope shows each test's result to learners (results.json).
 
     ``server``: a started :class:`~attn_course.grading.forkserver.ForkServer` (it is
-    closed here), else one is started.
+    closed here), else one is started when there is more than one notebook to grade (for
+    one, the worker's own start overlaps with the learner's, which is quicker).
     """
     try:
         reports.require_visibility(visibility)  # before any grading starts
@@ -211,9 +212,11 @@ def grade_all(paths, source, out_dir, limits: Limits, jobs: int = 1,
         if server:
             server.close()
         raise
-    server = server or start_fork_server()  # it preloads while the rest gets ready
     try:
-        return _grade_batch(discover(paths), sources, out_dir, limits, jobs, progress,
+        subs = discover(paths)
+        if server is None and sum(len(nbs) for _, nbs, _ in subs) > 1:
+            server = start_fork_server()
+        return _grade_batch(subs, sources, out_dir, limits, jobs, progress,
                             server.path if server else "", visibility)
     finally:
         if server:

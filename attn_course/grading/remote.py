@@ -61,7 +61,7 @@ class LearnerProcess:
     """One learner process in its sandbox; requests are answered one at a time."""
 
     def __init__(self, mode: str, memory: int = 0, files: int = 0, processes: int = 256,
-                 output_limit: int = 1_000_000, slot: int = 0):
+                 output_limit: int = 1_000_000, slot: int = 0, wait: bool = True):
         self.mode, self.slot = mode, slot
         self.uid = isolation.UID_BASE + slot if mode == "user" else None
         self.cgroup = isolation.PidsCgroup.create(processes)
@@ -104,6 +104,11 @@ class LearnerProcess:
         self.fd_out, self.fd_in = to_child_w, from_child_r
         self.pid = self.proc.pid
         self.dead = ""
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until the learner's process has imported numpy and torch."""
         hello = self._receive(START_TIMEOUT)
         if hello.get("status") != "ready":
             self.kill()

@@ -164,7 +164,10 @@ def run(job_path: str, progress_path: str, key: bytes) -> int:
     try:
         proc = LearnerProcess(job["isolation"], memory=limits["memory"], files=limits["files"],
                               processes=limits["processes"], output_limit=limits["output"],
-                              slot=job.get("slot", 0))
+                              slot=job.get("slot", 0), wait=False)
+        import attn_course.grading.checks  # noqa: F401 - torch, while the learner's loads too
+
+        proc.wait_ready()
     except (LearnerGone, OSError) as exc:
         emit(event="start_failed", why=str(exc)[:500])
         emit(event="done")

@@ -7,7 +7,7 @@ T = 64, V = 64; ``TRAIN``: 400 steps of 64 sequences, AdamW, one-cycle lr 1e-2),
 seed 0. The weights, ``recall_<mixer>.pt`` (float32 ``state_dict`` files, about
 100 KiB each), are what this script writes::
 
-    python -m attn_course.data.recall_models            # a few minutes on one CPU core
+    python -m attn_course.data.recall_models            # several minutes on one CPU core
     python -m attn_course.data.recall_models --check    # retrain and compare, write nothing
     python -m attn_course.data.recall_models --mixers linear --check   # one of them
 

@@ -10,7 +10,8 @@
   differentiable (``attn_course.flash.triton.flash_attention``); ``triton/mode.py``
   picks compiled (GPU) or interpreted (CPU) before importing triton. Not imported here:
   it needs ``triton``, and the mode is fixed at import time;
-- ``api``: ``attention(q, k, v, causal, scale, impl="auto" | "triton" | "sdpa" | "reference")``.
+- ``api``: ``attention(q, k, v, causal, scale, impl="auto" | "triton" | "sdpa" | "reference",
+  return_lse=False)``, one contract for every implementation.
 """
 
 from attn_course.flash.api import IMPLS, attention, resolve_impl, triton_available

@@ -58,7 +58,7 @@ def interpreter_conflict(triton_version: str, numpy_version: str) -> str | None:
 def triton_mode(has_cuda: bool) -> str:
     if version("triton") == "not installed":
         return "unavailable: triton is not installed (pip install 'attn-course[gpu]')"
-    # The same decision as attn_course.flash.triton_mode.interpreter_wanted (tested).
+    # The same decision as attn_course.flash.triton.mode.interpreter_wanted (tested).
     flag = os.environ.get("TRITON_INTERPRET")
     if flag is not None and flag.strip().lower() in ("1", "true", "yes", "on", "y"):
         return (f"CPU interpreter (TRITON_INTERPRET={flag} is set): correct but slow, "

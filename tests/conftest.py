@@ -5,7 +5,7 @@ import pytest
 import torch
 
 # Triton reads TRITON_INTERPRET when it is first imported: without a GPU, choose its CPU
-# interpreter before any test module can import triton (attn_course.flash.triton_mode
+# interpreter before any test module can import triton (attn_course.flash.triton.mode
 # does the same for learners).
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"

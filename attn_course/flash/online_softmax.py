@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attn_course.checks import require_array
+from attn_course.validation import require_array
 
 __all__ = ["online_logsumexp", "online_normalizer", "online_softmax", "online_update"]
 

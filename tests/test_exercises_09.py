@@ -481,3 +481,40 @@ def test_every_graded_cell_names_its_kind_and_goal_and_written_answers_are_not_h
                and c.metadata.get("nbgrader", {}).get("grade")]
     assert [nbf.grade_id(c) for c in written] == ["flash-delta-why", "flash-recompute-why"]
     assert all(c.source.strip() == "YOUR ANSWER HERE" for c in written)
+
+
+def _texts(source: str) -> list[str]:
+    """Every string written in a test cell: its hints (stages, hint= and the hints of known
+    mistakes) and the rest of what it can print."""
+    import ast
+
+    return [n.value for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def _solution_lines_in(texts, solution: str) -> list[str]:
+    """The lines of ``solution``'s solution region (12 characters or more, comments and
+    spacing dropped) that appear in one of ``texts``."""
+    region = solution.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0]
+    lines = {" ".join(line.split("#")[0].split()) for line in region.splitlines()}
+    flat = [" ".join(text.split()) for text in texts]
+    return sorted(line for line in lines if len(line) >= 12 and any(line in f for f in flat))
+
+
+def test_every_task_has_staged_hints_and_no_test_text_holds_a_line_of_the_solution():
+    from attn_course.grading import notebooks as nbf
+
+    nb = nbf.read_notebook(SOLUTIONS / NB)
+    answers = {nbf.grade_id(c): c.source for c in nb.cells if nbf.is_answer(c)}
+    rescale = answers["flash-rescale-answer"]
+    planted = 'hints("Task 4", "write acc = alpha[:, None] * acc + p @ v[j0:j0 + block]")'
+    assert _solution_lines_in(_texts(planted), rescale)  # the check sees a line given away
+    for cell in nb.cells:
+        if not (nbf.is_test(cell) and cell.cell_type == "code"):
+            continue
+        task = re.match(r"# Tests for (Task \d+)", cell.source).group(1)
+        assert len(re.findall(rf'hints\("{task}",', cell.source)) == 1, task
+        texts = _texts(cell.source)
+        assert len(texts) > 4, task
+        solution = answers[nbf.grade_id(cell).replace("-test", "-answer")]
+        assert not _solution_lines_in(texts, solution), task

@@ -1,0 +1,199 @@
+"""Exercise 07's feedback: the reference passes, the blank stub fails, typical wrong answers
+fail with their own hint, alternative correct answers pass (tests/exercise_harness.py)."""
+
+import pytest
+
+from attn_course.grading import notebooks as nbf
+from tests.exercise_harness import SOLUTIONS, run_task, stub
+
+NB = "07_transformer.ipynb"
+
+TASKS = {
+    "block": ("tfm-block-test", "tfm-block-answer"),
+    "step": ("tfm-step-test", "tfm-step-answer"),
+    "generate": ("tfm-generate-test", "tfm-generate-answer"),
+    "cached": ("tfm-cached-test", "tfm-cached-answer"),
+    "lr": ("tfm-lr-test", "tfm-lr-answer"),
+    "train": ("tfm-train-test", "tfm-train-answer"),
+    "predict": ("tfm-predict-test", "tfm-predict-answer"),
+}
+
+
+def run(task, answer=None, hidden=True):
+    test_id, answer_id = TASKS[task]
+    return run_task(NB, test_id, None if answer is None else {answer_id: answer}, hidden=hidden)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_reference_passes_and_stub_fails(task):
+    ref = run(task)
+    assert ref.passed, ref.output
+    blank = stub(NB, TASKS[task][1])
+    if task == "predict":  # the stub raises, so the prediction is never set
+        assert "raise NotImplementedError()" in blank
+        blank = "pass"
+    out = run(task, blank)
+    assert not out.passed
+    assert "NotImplementedError" in out.output or "NameError" in out.output
+
+
+CACHED = '''def cached_attention(q, k, v):
+    T, S = q.shape[-2], k.shape[-2]
+    BODY
+'''
+
+
+@pytest.mark.parametrize(("body", "phrase"), [
+    ("return F.scaled_dot_product_attention(q, k, v, is_causal=True)", "aligned to the top-left"),
+    ("return F.scaled_dot_product_attention(q, k, v)", "sees the new tokens after it"),
+    ("m = torch.ones(T, S, dtype=torch.bool).tril(S - T - 1)\n"
+     "    return F.scaled_dot_product_attention(q, k, v, attn_mask=m)", "misses its own key"),
+])
+def test_cached_wrong_answers_get_their_hint(body, phrase):
+    out = run("cached", CACHED.replace("BODY", body))
+    assert not out.passed
+    assert phrase in out.output, out.output
+
+
+@pytest.mark.parametrize("body", [
+    # an additive float mask, in float32
+    "m = torch.zeros(T, S).masked_fill(torch.ones(T, S, dtype=torch.bool).triu(S - T + 1), float('-inf'))\n"
+    "    return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=m)",
+    # one query at a time, by hand
+    "rows = []\n    for i in range(T):\n        n = S - T + i + 1\n"
+    "        s = q[..., i:i + 1, :] @ k[..., :n, :].transpose(-1, -2) / math.sqrt(q.shape[-1])\n"
+    "        rows.append(s.softmax(-1) @ v[..., :n, :])\n    return torch.cat(rows, dim=-2)",
+])
+def test_cached_alternatives_pass(body):
+    out = run("cached", CACHED.replace("BODY", body))
+    assert out.passed, out.output
+
+
+@pytest.mark.parametrize(("answer", "phrase"), [
+    ("def lr_at(step, base_lr, warmup, total, min_lr=0.0):\n    if step < warmup:\n"
+     "        return base_lr * step / warmup\n    if step >= total:\n        return min_lr\n"
+     "    p = (step - warmup) / (total - warmup)\n"
+     "    return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * p)) / 2", "the warm-up starts at 0"),
+    ("def lr_at(step, base_lr, warmup, total, min_lr=0.0):\n    if step < warmup:\n"
+     "        return base_lr * (step + 1) / warmup\n    if step >= total:\n        return min_lr\n"
+     "    return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * step / total)) / 2",
+     "the cosine runs over all `total` steps"),
+    ("def lr_at(step, base_lr, warmup, total, min_lr=0.0):\n    if step < warmup:\n"
+     "        return base_lr * (step + 1) / warmup\n    if step >= total:\n        return 0.0\n"
+     "    p = (step - warmup) / (total - warmup)\n    return base_lr * (1 + math.cos(math.pi * p)) / 2",
+     "the decay ends at 0"),
+    ("def lr_at(step, base_lr, warmup, total, min_lr=0.0):\n    if step < warmup:\n"
+     "        return base_lr * (step + 1) / warmup\n    p = (step - warmup) / (total - warmup)\n"
+     "    return min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * p)) / 2", "past `total`"),
+])
+def test_lr_wrong_answers_get_their_hint(answer, phrase):
+    out = run("lr", answer)
+    assert not out.passed
+    assert phrase in out.output, out.output
+
+
+def test_lr_alternatives_pass():
+    numpy32 = ("import numpy as np\n\ndef lr_at(step, base_lr, warmup, total, min_lr=0.0):\n"
+               "    warm = base_lr * min(1.0, (step + 1) / warmup) if warmup else base_lr\n"
+               "    p = np.clip((step - warmup) / (total - warmup), 0, 1)\n"
+               "    cos = min_lr + (base_lr - min_lr) * 0.5 * (1 + np.cos(np.pi * p))\n"
+               "    return float(np.float32(warm if step < warmup else cos))")
+    out = run("lr", numpy32)
+    assert out.passed, out.output
+
+
+TRAIN = '''def train_step(model, optimizer, inputs, targets, mask, lr):
+    TRAIN_MODE
+    for group in optimizer.param_groups:
+        SET_LR
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST):
+        logits = model(inputs)
+    LOSS
+    ZERO
+    loss.backward()
+    optimizer.step()
+    return RETURN
+
+
+def evaluate(model, inputs, targets, mask):
+    EVAL_MODE
+    with torch.no_grad(NO_GRAD):
+        logits = model(inputs)
+    return F.cross_entropy(logits[mask], targets[mask]).item()
+'''
+DEFAULTS = {"TRAIN_MODE": "model.train()", "SET_LR": 'group["lr"] = lr', "AUTOCAST": "True",
+            "LOSS": "loss = F.cross_entropy(logits[mask].float(), targets[mask])",
+            "ZERO": "optimizer.zero_grad()", "RETURN": "loss.item()", "EVAL_MODE": "model.eval()",
+            "NO_GRAD": ""}
+
+
+def train(**changes):
+    src = TRAIN.replace("torch.no_grad(NO_GRAD)", "torch.no_grad()" if "NO_GRAD" not in changes
+                        else "torch.enable_grad()")
+    for key, value in {**DEFAULTS, **changes}.items():
+        src = src.replace(key, value)
+    return src
+
+
+@pytest.mark.parametrize(("changes", "phrase", "hidden"), [
+    ({"LOSS": "loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())"},
+     "masked-out targets contribute nothing", False),
+    ({"LOSS": "loss = (F.cross_entropy(logits.float().transpose(1, 2), targets, reduction='none')"
+              " * mask).mean()"}, "not by B * T", False),
+    ({"ZERO": "pass"}, "clear the gradients before backward", True),
+    ({"AUTOCAST": "False"}, "autocast", False),
+    ({"TRAIN_MODE": "pass"}, "switch it to training mode", False),
+    ({"SET_LR": "pass"}, "set the rate of each of optimizer.param_groups", False),
+    ({"RETURN": "loss"}, "return loss.item()", False),
+    ({"EVAL_MODE": "pass"}, "switch the model to evaluation mode", True),
+    ({"NO_GRAD": "x"}, "torch.no_grad()", True),
+])
+def test_train_wrong_answers_get_their_hint(changes, phrase, hidden):
+    out = run("train", train(**changes), hidden=hidden)
+    assert not out.passed
+    assert phrase in out.output, out.output
+
+
+def test_train_alternatives_pass():
+    summed = train(LOSS="per = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction='none')\n"
+                        "    loss = (per * mask).sum() / mask.sum()",
+                   ZERO="model.zero_grad(set_to_none=False)")
+    out = run("train", summed)
+    assert out.passed, out.output
+    no_cast_back = train(LOSS="loss = F.cross_entropy(logits[mask], targets[mask])")
+    out = run("train", no_cast_back)
+    assert out.passed, out.output
+
+
+@pytest.mark.parametrize(("value", "phrase"), [
+    ("math.log10(11)", "base-10"),
+    ("5.0", "when all V tokens are equally likely"),
+    ("0.1", "not nearly right"),
+    ("'about two'", "predicted_initial_loss is a number"),
+])
+def test_prediction_out_of_tolerance_gets_its_hint(value, phrase):
+    out = run("predict", f"predicted_initial_loss = {value}")
+    assert not out.passed
+    assert phrase in out.output, out.output
+
+
+def test_prediction_within_the_tolerance_passes():
+    assert run("predict", "predicted_initial_loss = 2.5").passed
+    assert not run("predict", "predicted_initial_loss = 2.7").passed
+
+
+def test_every_task_is_tagged_and_the_written_answer_is_graded_by_hand():
+    nb = nbf.read_notebook(SOLUTIONS / NB)
+    kinds = []
+    for i, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            tag = cell.metadata["attn_course"]
+            assert tag["kind"] in {"build", "predict", "debug", "derive", "explain"}
+            assert tag["goal"]
+            kinds.append(tag["kind"])
+        if cell.cell_type == "markdown" and meta.get("grade"):
+            assert meta["solution"]
+            assert not meta["locked"]
+            assert nb.cells[i - 1].source.startswith("## Task ")
+    assert sorted(kinds) == ["build", "build", "build", "build", "build", "debug", "explain", "predict"]

@@ -375,13 +375,14 @@ def test_tiled_backward_wrong_answers_get_their_hint(change, phrase, hidden):
 
 def test_tiled_backward_d_from_p_and_dp_fails_only_when_out_is_perturbed():
     # D_i recomputed as the row sum of P * dP over whole rows: right value, wrong source.
-    delta = "np.sum(np.exp(q @ k.T * scale - lse[:, None]) * (dout @ v.T) * (np.tril(np.ones((T, T))) if causal else 1), -1)"
+    delta = ("np.array([np.sum(np.exp(scale * q[i] @ k.T - lse[i]) * (dout[i] @ v.T)"
+             " * ((np.arange(T) <= i) if causal else 1)) for i in range(T)])")
     code = BWD.format(**{**RIGHT9, "delta": delta})
     result = run("flash-backward-test", "flash-backward-answer", code)
     assert_fails_with(result, "D_i follows the out it is given", "compute D_i from dout and out")
 
 
-def test_tiled_backward_dense_and_float32_answers_pass():
+def test_tiled_backward_dense_answer_fails_on_memory_and_a_float32_one_passes():
     dense = """import numpy as np
 
 def tiled_backward(q, k, v, out, lse, dout, block_q, block_k, causal):
@@ -393,7 +394,10 @@ def tiled_backward(q, k, v, out, lse, dout, block_q, block_k, causal):
     dp = dout @ v.T
     ds = p * (dp - (dout * out).sum(-1, keepdims=True))
     return (ds @ k / np.sqrt(D)).astype(np.float32), ds.T @ q / np.sqrt(D), p.T @ dout"""
-    assert run("flash-backward-test", "flash-backward-answer", dense).passed
+    assert_fails_with(run("flash-backward-test", "flash-backward-answer", dense),
+                      "no T x T matrix is built", "recompute the scores and P of one tile")
+    float32 = BWD.format(**{**RIGHT9, "p": "np.exp(s - lse[i0:i1, None]).astype(np.float32)"})
+    assert run("flash-backward-test", "flash-backward-answer", float32).passed
 
 
 # Task 10: the Triton kernel's inner loop (under the CPU interpreter without a GPU) --------

@@ -165,7 +165,7 @@ def test_launch_refuses_functions_it_cannot_import():
 @pytest.mark.parametrize("G", [2, 4])
 def test_ring_attention_equals_attention_forward_and_backward(G):
     torch.manual_seed(G)
-    B, H, T, D = 2, 2, 8 * G, 8  # T = 16 (2 processes) or 32 (4): 2G chunks of 4 or 4 tokens
+    B, H, T, D = 2, 3, 24, 6  # not powers of two; zigzag: 2G chunks of 6 (G = 2) or 3 (G = 4) tokens
     q, k, v, dout = (torch.randn(B, H, T, D, dtype=torch.float64) for _ in range(4))
     uneven = dict(causal=False, layout="contiguous", backward=False, uneven=True)
     results = launch(ring_check_worker, G, (q, k, v, dout, [*CASES, uneven]), timeout=60)
@@ -173,7 +173,7 @@ def test_ring_attention_equals_attention_forward_and_backward(G):
     for r in results:  # process 1 passed one token fewer: every process refused, none hung
         assert "process" in r[-1]["error"]
         assert f"must be divisible by G={G}" in r[-1]["error"]
-        assert f"(2, 2, {T // G - 1}, 8)" in r[-1]["error"]
+        assert f"(2, 3, {T // G - 1}, 6)" in r[-1]["error"]
     for i, case in enumerate(CASES):
         qq, kk, vv = (x.clone().requires_grad_() for x in (q, k, v))
         ref = sdpa_torch(qq, kk, vv, causal=case["causal"])

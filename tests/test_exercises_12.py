@@ -1,0 +1,214 @@
+"""Exercise 12's feedback: the reference passes, the blank stub fails, typical wrong answers
+fail with their own hint, and other correct answers pass (the learner's-kernel path)."""
+
+import pytest
+
+from tests.exercise_harness import run_task, stub
+
+NB = "12_interpretability.ipynb"
+
+
+def fails_with(test_id, answer_id, code, phrase):
+    run = run_task(NB, test_id, {answer_id: code})
+    assert not run.passed, run.output
+    assert phrase in run.output, run.output
+
+
+def passes(test_id, answer_id, code):
+    run = run_task(NB, test_id, {answer_id: code})
+    assert run.passed, run.output
+
+
+TASKS = [("interp-prev-test", "interp-prev-answer"), ("interp-patch-test", "interp-patch-answer"),
+         ("interp-restore-test", "interp-restore-answer"), ("interp-which-test", "interp-which-answer"),
+         ("interp-path-test", "interp-path-answer"), ("interp-share-test", "interp-share-answer")]
+PREDICTIONS = {"interp-which-answer": "predicted_head is None", "interp-share-answer": "predicted_share is None"}
+
+
+@pytest.mark.parametrize(("test_id", "answer_id"), TASKS)
+def test_reference_passes_and_stub_fails(test_id, answer_id):
+    assert run_task(NB, test_id).passed
+    blank = stub(NB, answer_id)
+    if answer_id in PREDICTIONS:  # its stub raises in its own cell; the test runs after it
+        blank = blank.replace("raise NotImplementedError()", "")
+    blank = run_task(NB, test_id, {answer_id: blank})
+    assert not blank.passed
+    assert PREDICTIONS.get(answer_id, "NotImplementedError") in blank.output, blank.output
+
+
+# Task 1: previous_token_score
+PREV = "def previous_token_score(probs):\n{}"
+
+
+@pytest.mark.parametrize(("body", "phrase"), [
+    ("    return probs.diagonal(offset=1, dim1=-2, dim2=-1).mean(dim=(0, 2))", "do not include t = 0"),
+    ("    return probs.diagonal(offset=-1, dim1=-2, dim2=-1).mean()", "one score per head"),
+    ("    return probs.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2)).numpy()", "stay in torch"),
+    ("    T = probs.shape[-1]\n    i = torch.arange(T)\n"
+     "    return probs[:, :, i, (i - 1) % T].mean(dim=(0, 2))", "do not include t = 0"),
+])
+def test_previous_token_wrong_answers_get_their_hints(body, phrase):
+    fails_with("interp-prev-test", "interp-prev-answer", PREV.format(body), phrase)
+
+
+def test_previous_token_alternatives_pass():
+    loop = ("    B, H, T, _ = probs.shape\n    out = torch.zeros(H, dtype=probs.dtype)\n"
+            "    for t in range(1, T):\n        out = out + probs[:, :, t, t - 1].sum(0)\n"
+            "    return out / (B * (T - 1))")
+    passes("interp-prev-test", "interp-prev-answer", PREV.format(loop))
+    f32 = "    return probs.float().diagonal(-1, -2, -1).mean((0, 2)).double()"
+    passes("interp-prev-test", "interp-prev-answer", PREV.format(f32))
+
+
+# Task 2: patch_head
+PATCH = ("def patch_head(model, clean, corrupted, layer, head):\n"
+         "    name = f'blocks.{{layer}}.attn.hook_z'\n"
+         "    _, cache = run_with_cache(model, clean, names=[name])\n{}")
+
+
+@pytest.mark.parametrize(("body", "phrase"), [
+    ("    with torch.no_grad(), hooks(model, [(name, lambda z, n: cache[name])]):\n"
+     "        return model(corrupted)", "the other heads keep the corrupted run's"),
+    ("    def put(z, n):\n        z[:, head] = cache[name][:, head]\n        return z\n"
+     "    with torch.no_grad(), hooks(model, [(name, put)]):\n        return model(corrupted)",
+     "change a copy of the tensor"),
+    ("    point = dict(model.named_modules())[name]\n"
+     "    def fh(mod, args, out):\n        out = out.clone()\n        out[:, head] = cache[name][:, head]\n"
+     "        return out\n    point.register_forward_hook(fh)\n    with torch.no_grad():\n"
+     "        return model(corrupted)", "handle.remove()"),
+    ("    from attn_course.interp.patching import patch\n"
+     "    return patch(model, corrupted, cache, name, head=head)", "write a hook that copies"),
+])
+def test_patch_head_wrong_answers_get_their_hints(body, phrase):
+    fails_with("interp-patch-test", "interp-patch-answer", PATCH.format(body), phrase)
+
+
+def test_patch_head_alternative_passes():
+    handle = ("    point = dict(model.named_modules())[name]\n"
+              "    def fh(mod, args, out):\n        out = out.clone()\n        out[:, head] = cache[name][:, head]\n"
+              "        return out\n    h = point.register_forward_hook(fh)\n    try:\n"
+              "        with torch.no_grad():\n            return model(corrupted)\n    finally:\n"
+              "        h.remove()")
+    passes("interp-patch-test", "interp-patch-answer", PATCH.format(handle))
+    where = ("    def put(z, n):\n        keep = torch.arange(z.shape[1])[None, :, None, None] == head\n"
+             "        return torch.where(keep, cache[name], z)\n"
+             "    with torch.no_grad(), hooks(model, [(name, put)]):\n        return model(corrupted)")
+    passes("interp-patch-test", "interp-patch-answer", PATCH.format(where))
+
+
+# Task 3: restored_fraction
+REST = ("def restored_fraction(model, clean, corrupted, good, bad, layer, head):\n"
+        "    rows = torch.arange(clean.shape[0])\n{}\n"
+        "    with torch.no_grad():\n        m_clean, m_bad = metric(model(clean)), metric(model(corrupted))\n"
+        "    m_patched = metric(patch_head(model, clean, corrupted, layer, head))\n{}")
+LAST = "    def metric(lo):\n        return (lo[rows, -1, good] - lo[rows, -1, bad]).mean().item()"
+FRACTION = "    return (m_patched - m_bad) / (m_clean - m_bad)"
+
+
+@pytest.mark.parametrize(("body", "phrase"), [
+    (REST.format(LAST, "    return torch.tensor((m_patched - m_bad) / (m_clean - m_bad))"), "a Python float"),
+    (REST.format(LAST, "    return (m_clean - m_patched) / (m_clean - m_bad)"), "(m(patched) - m(corrupted))"),
+    (REST.format("    def metric(lo):\n        return (lo[rows, :, good] - lo[rows, :, bad]).mean().item()", FRACTION),
+     "logits at position -1"),
+])
+def test_restored_wrong_answers_get_their_hints(body, phrase):
+    fails_with("interp-restore-test", "interp-restore-answer", body, phrase)
+
+
+def test_restored_alternative_passes():
+    gather = ("    def metric(lo):\n        last = lo[:, -1]\n"
+              "        return float((last.gather(1, good[:, None]) - last.gather(1, bad[:, None])).mean())")
+    passes("interp-restore-test", "interp-restore-answer", REST.format(gather, FRACTION))
+
+
+# Task 4: predict the head
+@pytest.mark.parametrize(("value", "phrase"), [
+    ("(1, 0)", "each carries only a share"),
+    ("(0, 2)", "compare the previous-token scores"),
+    ("'0, 1'", "write a pair of integers"),
+    ("(0, 7)", "write a pair of integers"),
+])
+def test_head_prediction_wrong_answers_get_their_hints(value, phrase):
+    fails_with("interp-which-test", "interp-which-answer", f"predicted_head = {value}", phrase)
+
+
+@pytest.mark.parametrize("value", ["(0, 1)", "[0, 1]", "(np.int64(0), np.int64(1))"])
+def test_head_prediction_forms_pass(value):
+    passes("interp-which-test", "interp-which-answer", f"import numpy as np\npredicted_head = {value}")
+
+
+# Task 5: path patching
+PATH = ("def path_patch_keys(model, clean, corrupted, sender, receiver):\n"
+        "    z0, k1 = 'blocks.0.attn.hook_z', 'blocks.1.attn.hook_k'\n"
+        "    _, clean_cache = run_with_cache(model, clean, names=[z0, k1])\n"
+        "    def put_sender(z, name):\n        z = z.clone()\n"
+        "        z[:, sender] = clean_cache[z0][:, sender]\n        return z\n"
+        "    _, patched = run_with_cache(model, corrupted, names=[k1, 'blocks.1.attn.hook_q', "
+        "'blocks.1.attn.hook_v'], extra_hooks=[(z0, put_sender)])\n"
+        "    def put(k, name):\n        k = k.clone()\n        k[{idx}] = {src}[{idx}]\n        return k\n"
+        "    with torch.no_grad(), hooks(model, [({point}, put)]):\n        return model(corrupted)")
+
+
+def path(idx=":, receiver", src="patched[k1]", point="k1"):
+    return PATH.format(idx=idx, src=src, point=point)
+
+
+@pytest.mark.parametrize(("code", "phrase"), [
+    ("def path_patch_keys(model, clean, corrupted, sender, receiver):\n"
+     "    return patch_head(model, clean, corrupted, 0, sender)", "patched the sender as a whole"),
+    (path(idx=":"), "the keys of every layer-1 head changed"),
+    (path(src="patched['blocks.1.attn.hook_q']", point="'blocks.1.attn.hook_q'"), "queries changed instead"),
+    (path(src="patched['blocks.1.attn.hook_v']", point="'blocks.1.attn.hook_v'"), "values changed instead"),
+    (path(src="clean_cache[k1]"), "keys of the whole clean run"),
+    (path().replace("    with torch.no_grad(), hooks(model, [(k1, put)]):\n        return model(corrupted)",
+                    "    point = dict(model.named_modules())[k1]\n"
+                    "    point.register_forward_hook(lambda m, a, out: put(out, k1))\n"
+                    "    with torch.no_grad():\n        return model(corrupted)"), "removes its hooks"),
+    ("from attn_course.interp.circuits import path_patch\n"
+     "def path_patch_keys(model, clean, corrupted, sender, receiver):\n"
+     "    return path_patch(model, clean, corrupted, sender=(0, sender), receivers=[(1, receiver, 'k')])",
+     "write the hooks yourself"),
+])
+def test_path_patching_wrong_answers_get_their_hints(code, phrase):
+    fails_with("interp-path-test", "interp-path-answer", code, phrase)
+
+
+def test_path_patching_alternatives_pass():
+    # the sender's write into the residual stream, added to layer 1's input by hand
+    residual = ("def path_patch_keys(model, clean, corrupted, sender, receiver):\n"
+                "    z0, r1, k1 = 'blocks.0.attn.hook_z', 'blocks.1.hook_resid_pre', 'blocks.1.attn.hook_k'\n"
+                "    _, c = run_with_cache(model, clean, names=[z0])\n"
+                "    _, b = run_with_cache(model, corrupted, names=[z0, r1])\n"
+                "    attn = model.blocks[0].attn\n    d = attn.head_dim\n"
+                "    W = attn.out_proj.weight[:, sender * d:(sender + 1) * d]\n"
+                "    delta = (c[z0][:, sender] - b[z0][:, sender]) @ W.T\n"
+                "    _, p = run_with_cache(model, corrupted, names=[k1], extra_hooks=[(r1, lambda t, n: b[r1] + delta)])\n"
+                "    def put(k, n):\n"
+                "        keep = torch.arange(k.shape[1])[None, :, None, None] == receiver\n"
+                "        return torch.where(keep, p[k1], k)\n"
+                "    with torch.no_grad(), hooks(model, [(k1, put)]):\n        return model(corrupted)")
+    passes("interp-path-test", "interp-path-answer", residual)
+    # register_forward_hook with the handle removed in finally:
+    handle = path().replace(
+        "    with torch.no_grad(), hooks(model, [(k1, put)]):\n        return model(corrupted)",
+        "    point = dict(model.named_modules())[k1]\n"
+        "    h = point.register_forward_hook(lambda m, a, out: put(out, k1))\n"
+        "    try:\n        with torch.no_grad():\n            return model(corrupted)\n    finally:\n"
+        "        h.remove()")
+    passes("interp-path-test", "interp-path-answer", handle)
+
+
+# Task 6: predict one head's share
+@pytest.mark.parametrize(("value", "phrase"), [
+    ("0.49", "cannot carry what all four carry"),
+    ("0.0", "not a negligible one"),
+    ("0.3", "cannot carry what all four carry"),
+    ("'0.12'", "write a single number"),
+])
+def test_share_prediction_wrong_answers_get_their_hints(value, phrase):
+    fails_with("interp-share-test", "interp-share-answer", f"predicted_share = {value}", phrase)
+
+
+@pytest.mark.parametrize("value", ["0.12", "0.49 / 4", "np.float32(0.1)", "0.16"])
+def test_share_prediction_within_tolerance_passes(value):
+    passes("interp-share-test", "interp-share-answer", f"import numpy as np\npredicted_share = {value}")

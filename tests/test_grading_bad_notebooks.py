@@ -1,7 +1,7 @@
 """Notebooks the grader must not grade as if nothing were wrong: too large, too many
 cells, malformed nbgrader metadata, two cells with one answer's grade id, nbformat 3.
-Each gets a row that names the problem and keeps the exercise's maximum (7 points for
-02_softmax), and the rest of the batch is graded."""
+Each gets a row that names the problem and keeps the exercise's maximum (the source's
+points), and the rest of the batch is graded."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ ANSWER = "softmax-stable-answer"
 
 def _solution() -> nbformat.NotebookNode:
     return copy.deepcopy(nbf.read_notebook(SOFTMAX))
+
+
+MAX = nbf.max_points(_solution())  # the exercise's maximum
+N_CELLS = len(_solution().cells)
 
 
 def _index(nb, grade_id: str) -> int:
@@ -78,9 +82,10 @@ def test_a_file_over_the_size_cap_is_refused_before_it_is_parsed(tmp_path):
 
 def test_the_cell_cap_names_the_count(tmp_path):
     path = _write(tmp_path / "02_softmax.ipynb", _appended(nbf.MAX_CELLS))
-    with pytest.raises(nbf.UnreadableNotebook, match=r"has 2,011 cells, more than the 2,000"):
+    with pytest.raises(nbf.UnreadableNotebook,
+                       match=f"has {nbf.MAX_CELLS + N_CELLS:,} cells, more than the 2,000"):
         nbf.read_notebook(path)
-    ok = _write(tmp_path / "ok.ipynb", _appended(nbf.MAX_CELLS - 11))
+    ok = _write(tmp_path / "ok.ipynb", _appended(nbf.MAX_CELLS - N_CELLS))
     assert len(nbf.read_notebook(ok).cells) == nbf.MAX_CELLS
 
 
@@ -160,16 +165,16 @@ def batch(tmp_path_factory):
 def test_every_bad_notebook_keeps_the_exercises_maximum(batch):
     assert len(batch) == 8
     for name, row in batch.items():
-        assert float(row["max"]) == 7, (name, row)
+        assert float(row["max"]) == MAX, (name, row)
 
 
 def test_the_rest_of_the_batch_is_graded(batch):
     for name in ("good", "nbformat3", "cells_after_the_end"):
-        assert (batch[name]["status"], float(batch[name]["score"])) == ("graded", 7), batch[name]
+        assert (batch[name]["status"], float(batch[name]["score"])) == ("graded", MAX), batch[name]
 
 
 @pytest.mark.parametrize(("name", "says"), [
-    ("appended_10000", "has 10,011 cells, more than the 2,000 the grader accepts"),
+    ("appended_10000", f"has {10_000 + N_CELLS:,} cells, more than the 2,000 the grader accepts"),
     ("too_big", "over the grader's limit of 20 MB"),
     ("nbformat3_broken", "says it is an nbformat 3 notebook"),
 ])
@@ -191,7 +196,7 @@ def test_a_duplicated_answer_says_which_copy_was_graded(batch):
     assert "the last of them" in row["reason"]
     assert "was graded as the answer" in row["reason"]
     task1 = nbf.points(_solution().cells[_index(_solution(), "softmax-stable-test")])
-    assert float(row["score"]) == task1, row  # Task 1 from the second copy; 2 and 3 blank
+    assert float(row["score"]) == task1, row  # Task 1 from the second copy; the others blank
 
 
 def test_cells_after_the_end_are_named_not_run(batch):
@@ -209,5 +214,5 @@ def test_a_grader_failure_keeps_the_exercises_maximum(tmp_path, monkeypatch):
     sources = {SOFTMAX.stem: _solution()}
     row = grader._safe_grade("alice", _write(tmp_path / "02_softmax.ipynb", _solution()),
                              sources, Limits(), "")
-    assert (row.status, row.score, row.max_score) == ("grader error", 0, 7), row
+    assert (row.status, row.score, row.max_score) == ("grader error", 0, MAX), row
     assert "KeyError" in row.reason

@@ -31,6 +31,7 @@ import nbformat
 BEGIN_SOLUTION, END_SOLUTION = "BEGIN SOLUTION", "END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+TEXT_STUB = "YOUR ANSWER HERE"  # a written (markdown) answer's stub
 
 
 #: The largest notebook file the grader reads (a notebook with its outputs is well under).
@@ -238,15 +239,17 @@ def strip_hidden_tests(text: str) -> str:
     return _regions(text, BEGIN_HIDDEN, END_HIDDEN, None)
 
 
-def clear_solution(text: str) -> str:
-    """The cell text with each solution region replaced by the stub (ClearSolutions)."""
+def clear_solution(text: str, written: bool = False) -> str:
+    """The cell text with each solution region replaced by the stub (ClearSolutions):
+    code's, or with ``written`` a markdown answer's ``YOUR ANSWER HERE``."""
+    stub = TEXT_STUB if written else CODE_STUB
     if BEGIN_SOLUTION not in text:
-        return CODE_STUB
-    return _regions(text, BEGIN_SOLUTION, END_SOLUTION, CODE_STUB.split("\n"))
+        return stub
+    return _regions(text, BEGIN_SOLUTION, END_SOLUTION, stub.split("\n"))
 
 
 def learner_text(cell) -> str:
     """What the released exercise shows in this cell."""
     if is_answer(cell):
-        return clear_solution(cell.source)
+        return clear_solution(cell.source, written=cell.get("cell_type") != "code")
     return strip_hidden_tests(cell.source)

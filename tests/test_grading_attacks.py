@@ -481,13 +481,14 @@ def test_the_batch_completes(batch):
 def test_an_attack_scores_nothing(batch, name):
     row = batch["rows"][name]
     assert float(row["score"]) == 0, row
-    assert float(row["max"]) == 7, row
+    assert float(row["max"]) == nbf.max_points(nbf.read_notebook(SOFTMAX)), row
     assert row["status"] in ALLOWED_STATUS.get(name, {"graded"}), row
 
 
 def test_the_victim_is_graded_in_full_beside_the_attacks(batch):
     row = batch["rows"]["victim"]
-    assert (row["status"], float(row["score"])) == ("graded", 7), row
+    assert row["status"] == "graded", row
+    assert float(row["score"]) == nbf.max_points(nbf.read_notebook(SOFTMAX)), row
 
 
 def test_nothing_outside_the_sandbox_changed(batch):

@@ -21,7 +21,8 @@ def passes(test_id, answer_id, code):
 
 TASKS = [("eff-linear-test", "eff-linear-answer"), ("eff-recurrent-test", "eff-recurrent-answer"),
          ("eff-window-test", "eff-window-answer"), ("eff-performer-test", "eff-performer-answer"),
-         ("eff-debug-test", "eff-debug-answer"), ("eff-predict-test", "eff-predict-answer")]
+         ("eff-debug-test", "eff-debug-answer"), ("eff-derive-test", "eff-derive-answer"),
+         ("eff-predict-test", "eff-predict-answer")]
 
 
 @pytest.mark.parametrize(("test_id", "answer_id"), TASKS)
@@ -183,7 +184,35 @@ def test_debug_alternatives_pass():
     passes("eff-debug-test", "eff-debug-answer", loop)
 
 
-# Task 6: predict
+# Task 6: derive the variance of one feature
+VAR = "def feature_variance(x, y):\n    s = x + y\n{}"
+
+
+@pytest.mark.parametrize(("body", "phrase"), [
+    ("    return torch.exp(2 * (s * s).sum(-1) - (x * x).sum(-1) - (y * y).sum(-1))", "this is E[est^2]"),
+    ("    return torch.exp((s * s).sum(-1) - (x * x).sum(-1) - (y * y).sum(-1)) - torch.exp(2 * (x * y).sum(-1))",
+     "not exp(|u|^2)"),
+    ("    return torch.exp(2 * (s * s).sum() - (x * x).sum() - (y * y).sum()) - torch.exp(2 * (x * y).sum())",
+     "sum over the last axis only"),
+    ("    return torch.exp((s * s).sum(-1) / 2)", "apply it to est and to est^2"),
+])
+def test_derive_wrong_answers_get_their_hints(body, phrase):
+    fails_with("eff-derive-test", "eff-derive-answer", VAR.format(body), phrase)
+
+
+def test_derive_alternatives_pass():
+    factored = ("    xy = (x * y).sum(-1)\n"
+                "    return torch.exp(2 * xy) * torch.expm1(((x + y) ** 2).sum(-1))")
+    passes("eff-derive-test", "eff-derive-answer", VAR.format(factored))
+    f32 = ("    x32, y32 = x.float(), y.float()\n"
+           "    v = torch.exp(2 * ((x32 + y32) ** 2).sum(-1) - (x32 ** 2).sum(-1) - (y32 ** 2).sum(-1))"
+           " - torch.exp(2 * (x32 * y32).sum(-1))\n    return v.double()")
+    run = run_task(NB, "eff-derive-test", {"eff-derive-answer": VAR.format(f32)})
+    # float32 passes the Monte Carlo, batch and x = -y checks; exp(24) in float32 keeps 7 digits only
+    assert "PASS a (2, 3) batch of pairs, D = 5" in run.output, run.output
+
+
+# Task 8: predict
 @pytest.mark.parametrize(("value", "phrase"), [
     ("0.378", "more features help more than that"),
     ("0.378 / 4", "does not fall like 1 / R"),

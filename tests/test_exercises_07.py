@@ -16,6 +16,7 @@ TASKS = {
     "lr": ("tfm-lr-test", "tfm-lr-answer"),
     "train": ("tfm-train-test", "tfm-train-answer"),
     "predict": ("tfm-predict-test", "tfm-predict-answer"),
+    "sample": ("tfm-sample-test", "tfm-sample-answer"),
 }
 
 
@@ -182,6 +183,72 @@ def test_prediction_within_the_tolerance_passes():
     assert not run("predict", "predicted_initial_loss = 2.7").passed
 
 
+SAMPLE = '''def sampling_distribution(logits, temperature=1.0, top_k=None, top_p=None):
+    x = logits.float()
+    V = x.shape[-1]
+    if temperature == 0:
+        return F.one_hot(x.argmax(dim=-1), V).float()
+    TEMPERATURE
+    if top_k is not None and top_k < V:
+        TOP_K
+    probs = x.softmax(dim=-1)
+    if top_p is not None and top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+        KEEP
+        keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        probs = probs * keep
+    return probs / probs.sum(dim=-1, keepdim=True)
+'''
+SAMPLE_PARTS = {"TEMPERATURE": "x = x / temperature",
+                "TOP_K": "kth = x.topk(top_k, dim=-1).values[..., -1:]\n"
+                         "        x = x.masked_fill(x < kth, float('-inf'))",
+                "KEEP": "keep_sorted = sorted_p.cumsum(dim=-1) - sorted_p < top_p"}
+
+
+def sampling(**changes):
+    src = SAMPLE
+    for key, value in {**SAMPLE_PARTS, **changes}.items():
+        src = src.replace(key, value)
+    return src
+
+
+@pytest.mark.parametrize(("changes", "phrase"), [
+    ({"KEEP": "keep_sorted = sorted_p.cumsum(dim=-1) <= top_p"}, "dropped the token that crosses top_p"),
+    ({"TEMPERATURE": "pass"}, "the temperature is missing"),
+    ({"TEMPERATURE": "x = x * temperature"}, "multiplied by the temperature"),
+    ({"TOP_K": "idx = x.topk(top_k, dim=-1).indices\n"
+               "        x = x.masked_fill(~torch.zeros_like(x, dtype=torch.bool).scatter(-1, idx, True), float('-inf'))"},
+     "tied with the top_k-th"),
+])
+def test_sampling_wrong_answers_get_their_hint(changes, phrase):
+    out = run("sample", sampling(**changes))
+    assert not out.passed
+    assert phrase in out.output, out.output
+
+
+def test_sampling_top_p_before_the_temperature_gets_its_hint():
+    answer = sampling(KEEP="sorted_p, order = (x * temperature).softmax(dim=-1).sort(dim=-1, descending=True, "
+                           "stable=True)\n        keep_sorted = sorted_p.cumsum(dim=-1) - sorted_p < top_p")
+    out = run("sample", answer)
+    assert not out.passed
+    assert "top-p ran before the temperature" in out.output, out.output
+
+
+def test_sampling_alternatives_pass():
+    # top-p with a loop over rows and over the sorted tokens, in float64
+    loop = sampling(KEEP="keep_sorted = torch.zeros_like(sorted_p, dtype=torch.bool)\n"
+                         "        flat, kflat = sorted_p.reshape(-1, V), keep_sorted.view(-1, V)\n"
+                         "        for r in range(flat.shape[0]):\n"
+                         "            total = 0.0\n"
+                         "            for j in range(V):\n"
+                         "                if total >= top_p:\n"
+                         "                    break\n"
+                         "                kflat[r, j] = True\n"
+                         "                total += float(flat[r, j])").replace("x = logits.float()", "x = logits.double()")
+    out = run("sample", loop)
+    assert out.passed, out.output
+
+
 def test_every_task_is_tagged_and_the_written_answer_is_graded_by_hand():
     nb = nbf.read_notebook(SOLUTIONS / NB)
     kinds = []
@@ -196,4 +263,5 @@ def test_every_task_is_tagged_and_the_written_answer_is_graded_by_hand():
             assert meta["solution"]
             assert not meta["locked"]
             assert nb.cells[i - 1].source.startswith("## Task ")
-    assert sorted(kinds) == ["build", "build", "build", "build", "build", "debug", "explain", "predict"]
+    assert sorted(kinds) == ["build", "build", "build", "build", "build", "build", "debug", "explain",
+                            "predict"]

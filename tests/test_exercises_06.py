@@ -76,9 +76,9 @@ ROPE = '''def apply_rope(x, positions):
     ("x[..., 0::2] = x1 * np.cos(a) - x2 * np.sin(a)\n    x[..., 1::2] = x1 * np.sin(a) + x2 * np.cos(a)\n"
      "    return x", "in place"),
     ("out = np.empty_like(x)\n    out[..., 0::2] = x1 * np.cos(a) + x2 * np.sin(a)\n"
-     "    out[..., 1::2] = -x1 * np.sin(a) + x2 * np.cos(a)\n    return out", "rotate (x[..., 0::2]"),
+     "    out[..., 1::2] = -x1 * np.sin(a) + x2 * np.cos(a)\n    return out", "rotate each pair"),
     ("out = np.empty_like(x)\n    out[..., 0::2] = x1 * np.cos(a) - x2 * np.sin(a)\n"
-     "    out[..., 1::2] = out[..., 0::2] * np.sin(a) + x2 * np.cos(a)\n    return out", "rotate (x[..., 0::2]"),
+     "    out[..., 1::2] = out[..., 0::2] * np.sin(a) + x2 * np.cos(a)\n    return out", "rotate each pair"),
 ])
 def test_rope_wrong_answers_get_their_hint(body, phrase):
     out = run("rope", ROPE.replace("BODY", body))

@@ -21,7 +21,8 @@ def passes(test_id, answer_id, code):
 
 TASKS = [("interp-prev-test", "interp-prev-answer"), ("interp-patch-test", "interp-patch-answer"),
          ("interp-restore-test", "interp-restore-answer"), ("interp-which-test", "interp-which-answer"),
-         ("interp-path-test", "interp-path-answer"), ("interp-share-test", "interp-share-answer")]
+         ("interp-path-test", "interp-path-answer"), ("interp-share-test", "interp-share-answer"),
+         ("interp-debug-test", "interp-debug-answer")]
 PREDICTIONS = {"interp-which-answer": "predicted_head is None", "interp-share-answer": "predicted_share is None"}
 
 
@@ -212,6 +213,43 @@ def test_share_prediction_wrong_answers_get_their_hints(value, phrase):
 @pytest.mark.parametrize("value", ["0.12", "0.49 / 4", "np.float32(0.1)", "0.16"])
 def test_share_prediction_within_tolerance_passes(value):
     passes("interp-share-test", "interp-share-answer", f"import numpy as np\npredicted_share = {value}")
+
+
+# Task 8: debug
+ABL = ("def mean_ablate(model, x, layer, head):\n    name = f'blocks.{{layer}}.attn.hook_z'\n"
+       "    def to_mean(z, n):\n        z = z.clone()\n{}\n        return z\n"
+       "    with torch.no_grad(), hooks(model, [(name, to_mean)]):\n        return model(x)")
+
+
+@pytest.mark.parametrize(("code", "phrase"), [
+    ("def mean_ablate(model, x, layer, head):\n    return mean_ablate_buggy(model, x, layer, head)",
+     "lands on the batch axis"),
+    (ABL.format("        z[:, head] = z[:, head].mean(dim=1, keepdim=True)"), "not over the positions"),
+    (ABL.format("        z[:, head] = 0"), "this is zero ablation"),
+    (ABL.format("        z[:, head] = z[:, head].mean(dim=0)").replace(
+        "    with torch.no_grad(), hooks(model, [(name, to_mean)]):\n        return model(x)",
+        "    dict(model.named_modules())[name].register_forward_hook(lambda m, a, out: to_mean(out, name))\n"
+        "    with torch.no_grad():\n        return model(x)"), "removes its hooks"),
+    ("from attn_course.interp.patching import ablate\n"
+     "def mean_ablate(model, x, layer, head):\n    name = f'blocks.{layer}.attn.hook_z'\n"
+     "    _, c = run_with_cache(model, x, names=[name])\n"
+     "    return ablate(model, x, name, head, mode='mean', reference=c[name])", "write the hook yourself"),
+])
+def test_debug_wrong_answers_get_their_hints(code, phrase):
+    fails_with("interp-debug-test", "interp-debug-answer", code, phrase)
+
+
+def test_debug_alternatives_pass():
+    where = ABL.format("        keep = torch.arange(z.shape[1])[None, :, None, None] == head\n"
+                       "        z = torch.where(keep, z.mean(dim=0, keepdim=True), z)")
+    passes("interp-debug-test", "interp-debug-answer", where)
+    cached = ("def mean_ablate(model, x, layer, head):\n    name = f'blocks.{layer}.attn.hook_z'\n"
+              "    _, c = run_with_cache(model, x, names=[name])\n"
+              "    mean = c[name][:, head].sum(0) / x.shape[0]\n"
+              "    def put(z, n):\n        z = z.clone()\n        for b in range(z.shape[0]):\n"
+              "            z[b, head] = mean\n        return z\n"
+              "    with torch.no_grad(), hooks(model, [(name, put)]):\n        return model(x)")
+    passes("interp-debug-test", "interp-debug-answer", cached)
 
 
 def _hint_texts(source):

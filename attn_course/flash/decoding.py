@@ -26,8 +26,8 @@ import math
 
 import numpy as np
 
-from attn_course.validation import require_array
 from attn_course.flash.tiled import flash_forward
+from attn_course.validation import require_array
 
 __all__ = ["decoding_parallelism", "flash_decode", "merge_partials", "split_partials"]
 

@@ -272,3 +272,19 @@ def test_no_hint_contains_a_line_of_the_solution():
     for h in hints:  # no 16 characters of a solution line (spaces aside) in any hint
         flat = "".join(h.split())
         assert not [p for p in pieces if p in flat], (h, [p for p in pieces if p in flat])
+
+
+def test_the_memory_question_quotes_the_lectures_checked_output():
+    """Task 9 quotes the lecture's measured peaks; the quote must stay what the lecture prints
+    (that cell's output is compared whenever the lecture notebook is tested)."""
+    from attn_course.grading import notebooks as nbf
+    from tests.exercise_harness import ROOT, SOLUTIONS
+
+    task = next(c for c in nbf.read_notebook(SOLUTIONS / NB).cells if nbf.grade_id(c) == "eff-explain-task")
+    quoted = task.source.split("```")[1].strip("\n").splitlines()
+    lecture = nbf.read_notebook(ROOT / "notebooks" / NB)
+    cell = next(c for c in lecture.cells if c.cell_type == "code"
+                and c.source.startswith("# NBVAL_CHECK_OUTPUT") and "least peak memory" in c.source)
+    printed = "".join(o.get("text", "") for o in cell.outputs).splitlines()
+    assert len(quoted) >= 6
+    assert quoted == printed

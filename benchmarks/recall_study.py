@@ -20,6 +20,13 @@ dot), stamped with the machine. Run from the repository root::
     python benchmarks/recall_study.py --widths 32 --tasks 32:4 --seeds 0 --steps 100  # a look
 
 Runs are ordered seed first, so a sweep cut short still covers every setting once.
+
+Cost. The committed sweep (60 runs: 5 mixers x 3 widths x 2 tasks x 2 seeds) took 8427 s
+of training summed over the runs, about 75 minutes of wall time with ``--jobs 2`` on a
+2-core machine that was busy with other work at the same time (load average around 10);
+its first 5 runs come from a start that was interrupted and resumed with ``--resume``.
+On an idle machine it is faster; how much was not measured. The selective SSM's runs
+(a sequential scan) are the slowest, about twice attention's at the same width.
 """
 
 from __future__ import annotations

@@ -164,3 +164,11 @@ def test_debug_alternatives_pass():
         "    out = []\n    for b in range(q.shape[0]):\n"
         "        out.append(torch.softmax(q[b] @ k[b].T / math.sqrt(D), dim=-1) @ v[b])\n"
         "    return torch.stack(out)"))
+
+
+def test_self_check_gives_the_general_hint_without_the_hidden_diagnosis():
+    wrong = DERIVE.format("    return D * var_q * var_k")
+    run = run_task(NB, "attn-derive-test", {"attn-derive-answer": wrong}, hidden=False)
+    assert not run.passed
+    assert "compare with the simulation" in run.output, run.output
+    assert "left out the means" not in run.output

@@ -288,3 +288,9 @@ def test_the_memory_question_quotes_the_lectures_checked_output():
     printed = "".join(o.get("text", "") for o in cell.outputs).splitlines()
     assert len(quoted) >= 6
     assert quoted == printed
+
+
+def test_the_visible_prediction_check_cannot_be_searched():
+    """The visible test accepts any number; only the hidden tests grade it (no bisection)."""
+    run = run_task(NB, "eff-predict-test", {"eff-predict-answer": "predicted_error = 0.9"}, hidden=False)
+    assert run.passed, run.output

@@ -310,3 +310,10 @@ def test_no_hint_contains_a_line_of_the_solution():
     for h in hints:  # no 16 characters of a solution line (spaces aside) in any hint
         flat = "".join(h.split())
         assert not [p for p in pieces if p in flat], (h, [p for p in pieces if p in flat])
+
+
+def test_the_visible_prediction_check_cannot_be_searched():
+    """The visible test accepts any numbers; only the hidden tests grade them (no bisection)."""
+    run = run_task(NB, "ssm-rounds-test", {"ssm-rounds-answer": "predicted_rounds = 1\npredicted_work = 1"},
+                   hidden=False)
+    assert run.passed, run.output

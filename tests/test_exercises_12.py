@@ -295,3 +295,12 @@ def test_no_hint_contains_a_line_of_the_solution():
     for h in hints:  # no 16 characters of a solution line (spaces aside) in any hint
         flat = "".join(h.split())
         assert not [p for p in pieces if p in flat], (h, [p for p in pieces if p in flat])
+
+
+@pytest.mark.parametrize(("test_id", "answer_id", "code"), [
+    ("interp-which-test", "interp-which-answer", "predicted_head = (1, 3)"),
+    ("interp-share-test", "interp-share-answer", "predicted_share = 0.9")])
+def test_the_visible_prediction_check_cannot_be_searched(test_id, answer_id, code):
+    """The visible test accepts any well-formed prediction; only the hidden tests grade it."""
+    run = run_task(NB, test_id, {answer_id: code}, hidden=False)
+    assert run.passed, run.output

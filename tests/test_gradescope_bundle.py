@@ -22,11 +22,12 @@ import pytest
 from attn_course.grading import notebooks as nbf
 from attn_course.grading import reports
 from attn_course.grading.gradescope import SETUP_SH, build_bundle
+from tests.grading_fixture import SOFTMAX_BLANK, SOFTMAX_SOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 SOFTMAX = "02_softmax.ipynb"
 FORGED = {"score": 99, "output": "FORGED", "tests": []}
-SOURCE = nbf.read_notebook(ROOT / "solutions" / SOFTMAX)
+SOURCE = nbf.read_notebook(SOFTMAX_SOURCE)
 MAX = nbf.max_points(SOURCE)  # the exercise's points
 N_TESTS = sum(nbf.is_test(c) for c in SOURCE.cells)  # its auto-graded tests
 
@@ -74,7 +75,7 @@ def _unpack(bundle: Path, root: Path, notebook: nbformat.NotebookNode | Path) ->
 
 def _hostile(root: Path) -> nbformat.NotebookNode:
     """The blank exercise with one added cell, after the first answer, so that it runs."""
-    nb = nbf.read_notebook(ROOT / "exercises" / SOFTMAX)
+    nb = nbf.read_notebook(SOFTMAX_BLANK)
     i = next(k for k, c in enumerate(nb.cells) if nbf.grade_id(c) == "softmax-stable-answer")
     nb.cells.insert(i + 1, nbformat.v4.new_code_cell(
         HOSTILE.format(root=str(root), forged=FORGED)))
@@ -85,10 +86,10 @@ def _hostile(root: Path) -> nbformat.NotebookNode:
 def graded(tmp_path_factory):
     """The three submissions, each in its own /autograder, run at once."""
     d = tmp_path_factory.mktemp("gradescope")
-    bundle = build_bundle(ROOT / "solutions" / SOFTMAX, d / "autograder.zip")
+    bundle = build_bundle(SOFTMAX_SOURCE, d / "autograder.zip")
     roots = {name: d / name for name in ("correct", "blank", "hostile")}
-    _unpack(bundle, roots["correct"], ROOT / "solutions" / SOFTMAX)
-    _unpack(bundle, roots["blank"], ROOT / "exercises" / SOFTMAX)
+    _unpack(bundle, roots["correct"], SOFTMAX_SOURCE)
+    _unpack(bundle, roots["blank"], SOFTMAX_BLANK)
     _unpack(bundle, roots["hostile"], _hostile(roots["hostile"]))
     procs = {}
     for name, root in roots.items():
@@ -162,9 +163,9 @@ def test_a_hostile_submission_forges_nothing(graded):
 
 def test_a_link_is_not_followed(tmp_path):
     """A submission that is a link to the source notebook (full marks if followed)."""
-    bundle = build_bundle(ROOT / "solutions" / SOFTMAX, tmp_path / "autograder.zip")
+    bundle = build_bundle(SOFTMAX_SOURCE, tmp_path / "autograder.zip")
     root = tmp_path / "ag"
-    _unpack(bundle, root, ROOT / "exercises" / SOFTMAX)
+    _unpack(bundle, root, SOFTMAX_BLANK)
     (root / "submission" / SOFTMAX).unlink()
     (root / "submission" / SOFTMAX).symlink_to(root / "source" / "solutions" / SOFTMAX)
     (root / "results" / "results.json").symlink_to(root / "source" / "setup.sh")
@@ -259,9 +260,9 @@ print(g.end_descendants())
 
 
 def test_a_grader_failure_still_leaves_a_result(tmp_path):
-    bundle = build_bundle(ROOT / "solutions" / SOFTMAX, tmp_path / "autograder.zip")
+    bundle = build_bundle(SOFTMAX_SOURCE, tmp_path / "autograder.zip")
     root = tmp_path / "ag"
-    _unpack(bundle, root, ROOT / "solutions" / SOFTMAX)
+    _unpack(bundle, root, SOFTMAX_SOURCE)
     shutil.rmtree(root / "source" / "solutions")  # the grader cannot find its source
     env = {**os.environ, "AUTOGRADER_ROOT": str(root), "ATTN_COURSE_PYTHON": sys.executable}
     run = subprocess.run([str(root / "run_autograder")], cwd=root, env=env,
@@ -279,9 +280,9 @@ def test_a_line_appended_to_run_autograder_never_runs(tmp_path):
     """Whatever reaches run_autograder while it runs, sandbox or not: here the program
     it hands over to appends the line itself (a shell that still read the file after
     its command would run it)."""
-    bundle = build_bundle(ROOT / "solutions" / SOFTMAX, tmp_path / "autograder.zip")
+    bundle = build_bundle(SOFTMAX_SOURCE, tmp_path / "autograder.zip")
     root = tmp_path / "ag"
-    _unpack(bundle, root, ROOT / "solutions" / SOFTMAX)
+    _unpack(bundle, root, SOFTMAX_SOURCE)
     marker = tmp_path / "appended-line-ran"
     grader = tmp_path / "grader"
     _fake(grader, f"#!/bin/sh\nprintf '\\ntouch {marker}\\n' >> {root / 'run_autograder'}\n")

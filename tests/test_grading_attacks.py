@@ -31,10 +31,11 @@ from attn_course.grading import notebooks as nbf
 from attn_course.grading.isolation import detect
 from attn_course.grading.release import release_notebook
 from attn_course.grading.reports import read_gradebook
+from tests.grading_fixture import SOFTMAX_SOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "attn_course"
-SOFTMAX = ROOT / "solutions" / "02_softmax.ipynb"
+SOFTMAX = SOFTMAX_SOURCE  # the grader tests' frozen exercise
 RUN = uuid.uuid4().hex[:10]
 CANARY_HIDDEN = f"CANARY-HIDDEN-{RUN}"
 CANARY_SOLUTION = f"CANARY-SOLUTION-{RUN}"
@@ -322,7 +323,7 @@ for d, dirs, files in os.walk("/"):
             text = open(os.path.join(d, f), errors="replace").read(200000)
         except Exception:
             continue
-        if "CANARY" in text or "BEGIN SOLUTION" in text:
+        if "CANARY-VICTIM" in text or "CANARY-HIDDEN" in text or "CANARY-SOLUTION" in text:
             STOLEN.append(text)
 ''' + LEAK,
     "environment": '''

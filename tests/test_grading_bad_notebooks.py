@@ -17,9 +17,10 @@ from attn_course.grading.assemble import assemble
 from attn_course.grading.grader import grade_all
 from attn_course.grading.reports import read_gradebook
 from attn_course.grading.sandbox import Limits
+from tests.grading_fixture import FIX_SOLUTIONS, SOFTMAX_BLANK, SOFTMAX_SOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
-SOFTMAX = ROOT / "solutions" / "02_softmax.ipynb"
+SOFTMAX = SOFTMAX_SOURCE
 ANSWER = "softmax-stable-answer"
 
 
@@ -52,7 +53,7 @@ def _string_metadata() -> nbformat.NotebookNode:
 def _duplicated_answer() -> nbformat.NotebookNode:
     """The exercise's stub, then a copy of the cell (same grade id) with the answer: a
     learner who copied the cell to start again."""
-    nb = nbf.read_notebook(ROOT / "exercises" / "02_softmax.ipynb")
+    nb = nbf.read_notebook(SOFTMAX_BLANK)
     i = _index(nb, ANSWER)
     answer = copy.deepcopy(nb.cells[i])
     answer.id = "copied-answer"
@@ -157,7 +158,7 @@ def batch(tmp_path_factory):
         "cells_after_the_end": _appended(5),
     }
     paths = [_write(d / name / "02_softmax.ipynb", nb).parent for name, nb in subs.items()]
-    grade_all(paths, ROOT / "solutions", d / "out", Limits(cell_timeout=30, total_timeout=120),
+    grade_all(paths, FIX_SOLUTIONS, d / "out", Limits(cell_timeout=30, total_timeout=120),
               jobs=2, progress=False)
     return {r["submission"]: r for r in read_gradebook(d / "out" / "gradebook.csv")}
 

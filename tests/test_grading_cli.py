@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.grading_fixture import SOFTMAX_BLANK, SOFTMAX_SOURCE
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent / "attn-course"
 
@@ -23,16 +25,15 @@ def _run(*args, env=None, timeout=180):
 
 
 def test_self_check_passes_a_solution_and_fails_an_exercise(tmp_path):
-    ok = _run("check", ROOT / "solutions" / "01_similarity.ipynb",
-              "--source", ROOT / "solutions")
+    ok = _run("check", SOFTMAX_SOURCE, "--source", SOFTMAX_SOURCE.parent)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "PASS Task 1: cosine_similarity (2/2)" in ok.stdout
+    assert "PASS Task 1: stable_softmax (3/3)" in ok.stdout
     assert "hidden" not in ok.stdout.lower()
     assert "visible tests only: more tests run when the work is graded" in ok.stdout
-    assert "zero vector" not in ok.stdout
-    bad = _run("check", ROOT / "exercises" / "01_similarity.ipynb")
+    assert "logits near +1000" not in ok.stdout  # a hidden check's name
+    bad = _run("check", SOFTMAX_BLANK)
     assert bad.returncode == 1
-    assert "FAIL Task 1: cosine_similarity (0/2)" in bad.stdout
+    assert "FAIL Task 1: stable_softmax (0/3)" in bad.stdout
     assert "not written yet" in bad.stdout
     assert "Traceback" not in bad.stdout
     missing = _run("check", tmp_path / "nope.ipynb")
@@ -42,7 +43,7 @@ def test_self_check_passes_a_solution_and_fails_an_exercise(tmp_path):
 
 def test_gradescope_bundle_grades_a_submission(tmp_path):
     zpath = tmp_path / "autograder.zip"
-    proc = _run("gradescope", ROOT / "solutions" / "02_softmax.ipynb", "--out", zpath)
+    proc = _run("gradescope", SOFTMAX_SOURCE, "--out", zpath)
     assert proc.returncode == 0, proc.stderr
     root = tmp_path / "autograder"
     with zipfile.ZipFile(zpath) as z:
@@ -55,7 +56,7 @@ def test_gradescope_bundle_grades_a_submission(tmp_path):
         z.extractall(root / "source")
     os.chmod(root / "source" / "run_autograder", 0o755)
     (root / "submission").mkdir()
-    shutil.copy(ROOT / "exercises" / "02_softmax.ipynb", root / "submission")
+    shutil.copy(SOFTMAX_BLANK, root / "submission")
     env = {**os.environ, "AUTOGRADER_ROOT": str(root), "ATTN_COURSE_PYTHON": sys.executable}
     run = subprocess.run([str(root / "source" / "run_autograder")], env=env,
                          capture_output=True, text=True, timeout=240)
@@ -64,7 +65,7 @@ def test_gradescope_bundle_grades_a_submission(tmp_path):
     assert results["score"] == 0
     from attn_course.grading import notebooks as nbf
 
-    source = nbf.read_notebook(ROOT / "solutions" / "02_softmax.ipynb")
+    source = nbf.read_notebook(SOFTMAX_SOURCE)
     auto = [t for t in results["tests"] if "status" in t]  # written answers: by hand
     assert sum(t["max_score"] for t in auto) == nbf.max_points(source)
     assert len(auto) == sum(nbf.is_test(c) for c in source.cells)
@@ -82,12 +83,12 @@ def test_gradescope_needs_a_notebook_with_test_cells(tmp_path):
 
 
 def test_a_released_copy_is_refused_as_a_grading_source(tmp_path):
-    exercise = ROOT / "exercises" / "02_softmax.ipynb"
+    exercise = SOFTMAX_BLANK
     bundle = _run("gradescope", exercise, "--out", tmp_path / "a.zip")
     assert bundle.returncode == 2
     assert "released copy" in bundle.stderr
     assert not (tmp_path / "a.zip").exists()
-    graded = _run("grade", exercise, "--source", ROOT / "exercises", "--out", tmp_path / "g")
+    graded = _run("grade", exercise, "--source", SOFTMAX_BLANK.parent, "--out", tmp_path / "g")
     assert graded.returncode == 2
     assert "released copy" in graded.stderr
     assert "solutions/" in graded.stderr
@@ -105,7 +106,7 @@ def test_gradescope_visibility_reaches_every_test(tmp_path):
         assert {t["visibility"] for t in tests if t["name"].startswith("02_softmax: ")} == {vis}
     with pytest.raises(ValueError, match="visibility must be one of"):
         reports.gradescope_results([r], "later")
-    proc = _run("gradescope", ROOT / "solutions" / "02_softmax.ipynb", "--out",
+    proc = _run("gradescope", SOFTMAX_SOURCE, "--out",
                 tmp_path / "a.zip", "--visibility", "after_published")
     assert proc.returncode == 0, proc.stderr
     with zipfile.ZipFile(tmp_path / "a.zip") as z:

@@ -11,6 +11,7 @@ import nbformat
 
 from attn_course.grading import checks
 from attn_course.grading import notebooks as nbf
+from tests.grading_fixture import SOFTMAX_SOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def test_show_hint_in_the_notebook(capsys, monkeypatch):
 
 
 def test_check_shows_later_hints_of_failed_tests_on_request(tmp_path):
-    nb = nbf.read_notebook(ROOT / "solutions" / "02_softmax.ipynb")
+    nb = nbf.read_notebook(SOFTMAX_SOURCE)
     for c in nb.cells:
         if nbf.grade_id(c) == "softmax-stable-answer":
             c.source = "def stable_softmax(x, axis=-1):\n    return x"
@@ -58,7 +59,7 @@ def test_check_shows_later_hints_of_failed_tests_on_request(tmp_path):
 
 def _with_written_task(path: Path) -> Path:
     """solutions/02_softmax.ipynb with a written answer (nbgrader's manually graded cell)."""
-    nb = nbf.read_notebook(ROOT / "solutions" / "02_softmax.ipynb")
+    nb = nbf.read_notebook(SOFTMAX_SOURCE)
     meta = {"grade": True, "solution": True, "locked": False, "points": 2, "schema_version": 3,
             "grade_id": "softmax-why"}
     nb.cells += [

@@ -2,7 +2,7 @@
 notebooks: every submission gets a result with the right status, none crashes the
 grader, and nothing outlives it.
 
-The submissions are made here from solutions/02_softmax.ipynb (numpy only, quick to
+The submissions are made here from the frozen exercise 02 (tests/grading_fixture.py; numpy only, quick to
 run) and graded in one ``attn-course grade`` call per batch with ``--jobs 2``.
 """
 
@@ -27,10 +27,11 @@ from attn_course.grading import notebooks as nbf
 from attn_course.grading.forkserver import KERNEL_ENV, ForkServer, wait_until_ready
 from attn_course.grading.reports import read_gradebook
 from attn_course.grading.sandbox import Limits, run_isolated
+from tests.grading_fixture import SOFTMAX_SOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "exercises"
-SOFTMAX = SOLUTIONS / "02_softmax.ipynb"
+SOFTMAX = SOFTMAX_SOURCE  # the grader tests' frozen exercise
 CLI = [sys.executable, "-m", "attn_course.cli"]
 
 NAIVE = '''def stable_softmax(x, axis=-1):
@@ -142,7 +143,7 @@ def hostile(tmp_path_factory, worker_id):
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir()
             subs = make_submissions(d)
-            proc = _grade([*[p.parent for p in subs.values()], "--source", SOLUTIONS,
+            proc = _grade([*[p.parent for p in subs.values()], "--source", SOFTMAX.parent,
                            "--cell-timeout", "8", "--timeout", "90"], d / "graded")
             (d / "stderr.txt").write_text(proc.stderr)
             (d / "done").write_text(str(proc.returncode))

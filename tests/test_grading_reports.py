@@ -118,15 +118,16 @@ def test_grade_writes_an_exam_results_json_that_hides_the_score(tmp_path):
     import nbformat
 
     from attn_course.grading import notebooks as nbf
+    from tests.grading_fixture import FIX_SOLUTIONS, SOFTMAX_SOURCE
 
-    nb = nbf.read_notebook(ROOT / "solutions" / "02_softmax.ipynb")
+    nb = nbf.read_notebook(SOFTMAX_SOURCE)
     answer = next(c for c in nb.cells if nbf.grade_id(c) == "softmax-stable-answer")
     answer.source = ("def stable_softmax(x, axis=-1):\n    e = np.exp(x)\n"
                      "    return e / np.sum(e, axis=axis, keepdims=True)")
     (tmp_path / "bob").mkdir()
     nbformat.write(nb, str(tmp_path / "bob" / "02_softmax.ipynb"))
     proc = subprocess.run([str(BIN), "grade", str(tmp_path / "bob"), "--source",
-                           str(ROOT / "solutions"), "--out", str(tmp_path / "out"),
+                           str(FIX_SOLUTIONS), "--out", str(tmp_path / "out"),
                            "--no-progress", "--visibility", "after_published"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

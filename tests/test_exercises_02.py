@@ -199,3 +199,10 @@ def test_no_text_of_a_test_cell_contains_a_line_of_the_solution():
     for t in texts:
         flat = "".join(t.split())
         assert not [p for p in pieces if p in flat], (t, [p for p in pieces if p in flat])
+
+
+def test_the_visible_prediction_check_cannot_be_searched():
+    """The visible test accepts any positive number; only the hidden tests grade it (no bisection)."""
+    run = run_task(NB, "softmax-predict-test", {"softmax-predict-answer": "predicted_max_logit = 5.0"}, hidden=False)
+    assert run.passed, run.output
+    assert not run_task(NB, "softmax-predict-test", {"softmax-predict-answer": "predicted_max_logit = 5.0"}).passed

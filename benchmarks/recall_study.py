@@ -25,7 +25,9 @@ Cost. The committed sweep (60 runs: 5 mixers x 3 widths x 2 tasks x 2 seeds) too
 of training summed over the runs, about 75 minutes of wall time with ``--jobs 2`` on a
 2-core machine that was busy with other work at the same time (load average around 10);
 its first 5 runs come from a start that was interrupted and resumed with ``--resume``.
-On an idle machine it is faster; how much was not measured. The selective SSM's runs
+On a quieter machine it is much faster: the five runs at E = 32, T = 64 took 126 s in
+all there (``python -m attn_course.data.recall_models --check``), which puts the whole
+sweep at roughly 12 minutes with 2 jobs (an estimate from those runs, not a measurement). The selective SSM's runs
 (a sequential scan) are the slowest, about twice attention's at the same width.
 """
 

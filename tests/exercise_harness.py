@@ -62,3 +62,65 @@ def stub(notebook: str, answer_id: str) -> str:
     nb = nbf.read_notebook(SOLUTIONS / notebook)
     cell = next(c for c in nb.cells if nbf.grade_id(c) == answer_id)
     return nbf.clear_solution(cell.source)
+
+
+def fails_with(notebook: str, test_id: str, answer_id: str, code: str, phrase: str) -> None:
+    """Assert that ``code`` as answer ``answer_id`` fails test ``test_id`` showing ``phrase``
+    (the wrong answer's own hint)."""
+    run = run_task(notebook, test_id, {answer_id: code})
+    assert not run.passed, run.output
+    assert phrase in run.output, run.output
+
+
+def passes(notebook: str, test_id: str, answer_id: str, code: str) -> None:
+    """Assert that ``code`` as answer ``answer_id`` passes test ``test_id``."""
+    run = run_task(notebook, test_id, {answer_id: code})
+    assert run.passed, run.output
+
+
+def hint_texts(source: str) -> list[str]:
+    """Every string a test cell can show as a hint: the hints(...) stages, each hint=
+    argument (f-strings with their literal parts only) and upper-case hint constants."""
+    import ast
+
+    def literal(node) -> str:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.JoinedStr):
+            return "".join(literal(v) for v in node.values)
+        if isinstance(node, ast.BinOp):
+            return literal(node.left) + literal(node.right)
+        if isinstance(node, ast.IfExp):
+            return literal(node.body) + "\n" + literal(node.orelse)
+        return ""
+
+    texts = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            if getattr(node.func, "id", "") == "hints":
+                texts += [literal(a) for a in node.args[1:]]
+            texts += [literal(k.value) for k in node.keywords if k.arg == "hint"]
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "").isupper()
+                                                for t in node.targets):
+            texts.append(literal(node.value))
+    return [t for t in texts if t]
+
+
+def solution_in_hints(notebook: str, min_hints: int = 10, width: int = 16) -> list:
+    """``[(hint, pieces)]`` for every hint of ``notebook``'s test cells that holds ``width``
+    characters (spaces aside) of a line of a solution; asserts there are ``min_hints``."""
+    nb = nbf.read_notebook(SOLUTIONS / notebook)
+    code = [c.source for c in nb.cells if nbf.is_answer(c) and c.cell_type == "code"]
+    lines = {"".join(line.split("#")[0].split()) for src in code for line in
+             src.split("### BEGIN SOLUTION")[-1].split("### END SOLUTION")[0].splitlines()}
+    lines = {line for line in lines if not line.startswith("predicted_")}  # a number, no code
+    pieces = {line[i:i + width] for line in lines for i in range(max(len(line) - width + 1, 0))}
+    hints = [h for c in nb.cells if nbf.is_test(c) for h in hint_texts(c.source)]
+    assert len(hints) >= min_hints, f"{notebook}: only {len(hints)} hints"
+    found = []
+    for h in hints:
+        flat = "".join(h.split())
+        hit = [p for p in pieces if p in flat]
+        if hit:
+            found.append((h, hit))
+    return found

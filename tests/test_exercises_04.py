@@ -5,20 +5,18 @@ import re
 
 import pytest
 
+from tests import exercise_harness as harness
 from tests.exercise_harness import run_task, stub
 
 NB = "04_masks.ipynb"
 
 
 def fails_with(test_id, answer_id, code, phrase):
-    run = run_task(NB, test_id, {answer_id: code})
-    assert not run.passed, run.output
-    assert phrase in run.output, run.output
+    harness.fails_with(NB, test_id, answer_id, code, phrase)
 
 
 def passes(test_id, answer_id, code):
-    run = run_task(NB, test_id, {answer_id: code})
-    assert run.passed, run.output
+    harness.passes(NB, test_id, answer_id, code)
 
 
 @pytest.mark.parametrize(("test_id", "answer_id", "phrase"), [

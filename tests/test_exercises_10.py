@@ -3,20 +3,18 @@ fail with their own hint, and other correct answers pass (the learner's-kernel p
 
 import pytest
 
+from tests import exercise_harness as harness
 from tests.exercise_harness import run_task, stub
 
 NB = "10_efficient_attention.ipynb"
 
 
 def fails_with(test_id, answer_id, code, phrase):
-    run = run_task(NB, test_id, {answer_id: code})
-    assert not run.passed, run.output
-    assert phrase in run.output, run.output
+    harness.fails_with(NB, test_id, answer_id, code, phrase)
 
 
 def passes(test_id, answer_id, code):
-    run = run_task(NB, test_id, {answer_id: code})
-    assert run.passed, run.output
+    harness.passes(NB, test_id, answer_id, code)
 
 
 TASKS = [("eff-linear-test", "eff-linear-answer"), ("eff-recurrent-test", "eff-recurrent-answer"),
@@ -229,49 +227,8 @@ def test_prediction_within_tolerance_passes(value):
     passes("eff-predict-test", "eff-predict-answer", f"import numpy as np\npredicted_error = {value}")
 
 
-def _hint_texts(source):
-    """Every string a test cell can show as a hint: the hints(...) stages and each hint= argument
-    (f-strings with their literal parts only)."""
-    import ast
-
-    texts = []
-
-    def literal(node):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return node.value
-        if isinstance(node, ast.JoinedStr):
-            return "".join(literal(v) for v in node.values)
-        if isinstance(node, ast.BinOp):
-            return literal(node.left) + literal(node.right)
-        if isinstance(node, ast.IfExp):
-            return literal(node.body) + "\n" + literal(node.orelse)
-        return ""
-
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call):
-            if getattr(node.func, "id", "") == "hints":
-                texts += [literal(a) for a in node.args[1:]]
-            texts += [literal(k.value) for k in node.keywords if k.arg == "hint"]
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "").isupper() for t in node.targets):
-            texts.append(literal(node.value))  # hint constants such as SHAPES = "..."
-    return [t for t in texts if t]
-
-
 def test_no_hint_contains_a_line_of_the_solution():
-    from attn_course.grading import notebooks as nbf
-    from tests.exercise_harness import SOLUTIONS
-
-    nb = nbf.read_notebook(SOLUTIONS / NB)
-    code = [c.source for c in nb.cells if nbf.is_answer(c) and c.cell_type == "code"]
-    lines = {"".join(line.split("#")[0].split()) for src in code for line in
-             src.split("### BEGIN SOLUTION")[-1].split("### END SOLUTION")[0].splitlines()}
-    lines = {line for line in lines if not line.startswith("predicted_")}  # a prediction is no code
-    pieces = {line[i:i + 16] for line in lines for i in range(max(len(line) - 15, 0))}
-    hints = [h for c in nb.cells if nbf.is_test(c) for h in _hint_texts(c.source)]
-    assert len(hints) >= 10
-    for h in hints:  # no 16 characters of a solution line (spaces aside) in any hint
-        flat = "".join(h.split())
-        assert not [p for p in pieces if p in flat], (h, [p for p in pieces if p in flat])
+    assert harness.solution_in_hints(NB) == []
 
 
 def test_the_memory_question_quotes_the_lectures_checked_output():

@@ -20,7 +20,7 @@ def passes(test_id, answer_id, code):
 TASKS = [("interp-prev-test", "interp-prev-answer"), ("interp-patch-test", "interp-patch-answer"),
          ("interp-restore-test", "interp-restore-answer"), ("interp-which-test", "interp-which-answer"),
          ("interp-path-test", "interp-path-answer"), ("interp-share-test", "interp-share-answer"),
-         ("interp-debug-test", "interp-debug-answer")]
+         ("interp-debug-test", "interp-debug-answer"), ("interp-dla-test", "interp-dla-answer")]
 PREDICTIONS = {"interp-which-answer": "predicted_head is None", "interp-share-answer": "predicted_share is None"}
 
 
@@ -248,6 +248,71 @@ def test_debug_alternatives_pass():
               "            z[b, head] = mean\n        return z\n"
               "    with torch.no_grad(), hooks(model, [(name, put)]):\n        return model(x)")
     passes("interp-debug-test", "interp-debug-answer", cached)
+
+
+# Task 9: direct logit attribution
+DLA = ("def head_logit_attribution(model, tokens, target):\n"
+       "    with torch.no_grad():\n"
+       "        _, cache = run_with_cache(model, tokens)\n"
+       "        resid = cache['hook_embed'][:, -1]\n        heads = []\n"
+       "        for layer, block in enumerate(model.blocks):\n            attn = block.attn\n"
+       "            z = cache[f'blocks.{{layer}}.attn.hook_z'][:, :, -1]\n"
+       "            w_o = attn.out_proj.weight.reshape(attn.embed_dim, attn.num_heads, attn.head_dim)\n"
+       "            out = torch.einsum('bhd,ehd->bhe', z, w_o)\n            heads.append(out)\n"
+       "            resid = resid + out.sum(dim=1) + attn.out_proj.bias\n"
+       "        ln = model.ln_f\n"
+       "        sigma = torch.sqrt(resid.var(dim=-1, unbiased=False) + ln.eps)[:, None, None]\n"
+       "        w_u = model.head.weight[target]\n"
+       "        heads = torch.stack(heads, dim=1)\n"
+       "        centred = heads - heads.mean(dim=-1, keepdim=True)\n"
+       "        return {}")
+
+
+@pytest.mark.parametrize(("ret", "phrase"), [
+    ("(heads * ln.weight) @ w_u / sigma", "subtracts each vector's mean"),
+    ("(centred * ln.weight) @ w_u", "also divides by sigma"),
+    ("centred @ w_u / sigma", "weight gamma multiplies"),
+    ("ln(heads) @ w_u", "normalises it by its own size"),
+    ("((centred * ln.weight) @ w_u / sigma).transpose(1, 2).reshape(heads.shape[:3])",
+     "the sum is right but the split is not"),
+    ("((centred * ln.weight) @ w_u / sigma)[..., None]", "one number per sequence, layer and head"),
+])
+def test_attribution_wrong_answers_get_their_hints(ret, phrase):
+    fails_with("interp-dla-test", "interp-dla-answer", DLA.format(ret), phrase)
+
+
+def test_attribution_shortcut_gets_its_hint():
+    code = ("from attn_course.interp.circuits import direct_logit_attribution\n"
+            "def head_logit_attribution(model, tokens, target):\n"
+            "    t = direct_logit_attribution(model, tokens)\n"
+            "    return torch.stack([torch.stack([t[f'L{l}H{h}'][:, -1, target] for h in range(4)], 1)"
+            " for l in range(2)], 1)")
+    fails_with("interp-dla-test", "interp-dla-answer", code, "write the attribution yourself")
+
+
+def test_attribution_alternatives_pass():
+    # float64 loops over heads and out_proj column blocks; sigma from what ln_f receives
+    loops = ("def head_logit_attribution(model, tokens, target):\n"
+             "    seen = {}\n"
+             "    h = model.ln_f.register_forward_pre_hook(lambda m, a: seen.update(r=a[0]))\n"
+             "    try:\n        _, cache = run_with_cache(model, tokens)\n    finally:\n        h.remove()\n"
+             "    r = seen['r'][:, -1].double()\n"
+             "    sigma = ((r - r.mean(-1, keepdim=True)) ** 2).mean(-1).add(model.ln_f.eps).sqrt()\n"
+             "    u = (model.ln_f.weight * model.head.weight[target]).detach().double()\n"
+             "    L, H = len(model.blocks), model.blocks[0].attn.num_heads\n"
+             "    out = torch.zeros(tokens.shape[0], L, H, dtype=torch.float64)\n"
+             "    for l in range(L):\n        a = model.blocks[l].attn\n        d = a.head_dim\n"
+             "        for hd in range(H):\n"
+             "            z = cache[f'blocks.{l}.attn.hook_z'][:, hd, -1].double()\n"
+             "            w = a.out_proj.weight[:, hd * d:(hd + 1) * d].detach().double()\n"
+             "            c = z @ w.T\n"
+             "            c = c - c.mean(-1, keepdim=True)\n"
+             "            out[:, l, hd] = (c @ u) / sigma\n"
+             "    return out")
+    passes("interp-dla-test", "interp-dla-answer", loops)
+    # the mean removed from the unembedding direction instead of from each write (the same number)
+    centred_u = DLA.format("heads @ ((ln.weight * w_u) - (ln.weight * w_u).mean()) / sigma")
+    passes("interp-dla-test", "interp-dla-answer", centred_u)
 
 
 def test_no_hint_contains_a_line_of_the_solution():

@@ -49,6 +49,7 @@ def with_body(answer_id, body):
     ("flash-causal-test", "flash-causal-answer"),
     ("flash-delta-test", "flash-delta-answer"),
     ("flash-backward-test", "flash-backward-answer"),
+    ("flash-decode-test", "flash-decode-answer"),
 ])
 def test_reference_passes_and_stub_fails(test_id, answer_id):
     assert run(test_id).passed
@@ -473,7 +474,7 @@ def test_every_graded_cell_names_its_kind_and_goal_and_written_answers_are_not_h
 
     nb = nbf.read_notebook(SOLUTIONS / NB)
     graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
-    assert len(graded) == 11
+    assert len(graded) == 13
     for cell in graded:
         info = cell.metadata["attn_course"]
         assert info["kind"] in ("build", "predict", "debug", "derive", "explain"), info
@@ -522,3 +523,173 @@ def test_every_task_has_staged_hints_and_no_test_text_holds_a_line_of_the_soluti
         assert len(texts) > 4, task
         solution = answers[nbf.grade_id(cell).replace("-test", "-answer")]
         assert not _solution_lines_in(texts, solution), task
+
+
+# Task 12: Flash-Decoding -----------------------------------------------------------------
+
+BLOCK = '''import numpy as np
+
+def block_partial(q, k_blk, v_blk):
+    s = q @ np.swapaxes(k_blk, -1, -2) {scale}
+    m = s.max(axis=-1, keepdims=True)
+    p = np.exp(s - m)
+    l = p.sum(axis=-1, keepdims=True)
+    return (p @ v_blk) / l, {lse}
+'''
+RIGHT_BLOCK = dict(scale="/ np.sqrt(q.shape[-1])", lse="(m + np.log(l))[..., 0]")
+SPLIT = BLOCK.format(**RIGHT_BLOCK) + '''
+def split_decode(q, k, v, splits):
+    S = k.shape[-2]
+    {edges}
+    parts = [block_partial(q, k[..., a:b, :], v[..., a:b, :]) for a, b in zip(edges[:-1], edges[1:])]
+    outs, lses = np.stack([o for o, _ in parts]), np.stack([l for _, l in parts])
+    {merge}
+    return out, lse
+'''
+RIGHT_SPLIT = dict(
+    edges="edges = [S * i // splits for i in range(splits + 1)]",
+    merge="top = lses.max(0)\n    lse = top + np.log(np.exp(lses - top).sum(0))\n"
+          "    out = (np.exp(lses - lse)[..., None] * outs).sum(0)")
+
+
+def split_with(**change):
+    return SPLIT.format(**{**RIGHT_SPLIT, **change})
+
+
+def decode(code, hidden=True):
+    return run("flash-decode-test", "flash-decode-answer", code, hidden=hidden)
+
+
+@pytest.mark.parametrize(("change", "phrase", "hidden"), [
+    (dict(merge="lse = np.log(np.exp(lses).sum(0))\n    out = outs.mean(0)"),
+     "every block is counted equally", False),
+    (dict(merge="top = lses.max(0)\n    lse = top + np.log(np.exp(lses - top).sum(0))\n"
+                "    out = (np.exp(lses - top)[..., None] * outs).sum(0)"),
+     "the weights do not sum to 1", False),
+    # no shift by the largest lse: right on the visible cases, inf at scores near 900
+    (dict(merge="lse = np.log(np.exp(lses).sum(0))\n"
+                "    out = (np.exp(lses)[..., None] * outs).sum(0) / np.exp(lses).sum(0)[..., None]"),
+     "exp of an lse near 900 overflows to inf", True),
+    # shifted by 0 instead of the largest lse: lse = inf, every weight exp(lse_s - inf) = 0
+    (dict(merge="lse = np.log(np.exp(lses).sum(0))\n    out = (np.exp(lses - lse)[..., None] * outs).sum(0)"),
+     "exp of an lse near 900 overflows to inf", True),
+    (dict(merge="out = (np.exp(lses - np.logaddexp.reduce(lses, 0))[..., None] * outs).sum(0)\n"
+                "    lse = lses.sum(0)"),
+     "not their sum, not their maximum", False),
+    # a block length rounded down: 5 blocks for S = 10, splits = 4
+    (dict(edges="n = S // splits\n    edges = list(range(0, S, n)) + [S]"),
+     "make exactly `splits` blocks", False),
+    # a block length rounded up: right for S = 10, splits = 4; 5 blocks for splits = 6
+    (dict(edges="n = -(-S // splits)\n    edges = list(range(0, S, n)) + [S]"),
+     "make exactly `splits` blocks", True),
+    # the last S % splits keys dropped
+    (dict(edges="edges = [i * (S // splits) for i in range(splits + 1)]"),
+     "without dropping the last keys", False),
+])
+def test_split_decode_wrong_answers_get_their_hint(change, phrase, hidden):
+    code = split_with(**change)
+    assert_fails_with(decode(code, hidden=hidden), phrase)
+    if hidden:
+        assert decode(code, hidden=False).passed
+
+
+@pytest.mark.parametrize(("change", "phrase"), [
+    (dict(scale=""), "scale the scores by 1/sqrt(D)"),
+    (dict(lse="np.log(l)[..., 0]"), "the maximum must be added back"),
+])
+def test_block_partial_wrong_answers_get_their_hint(change, phrase):
+    code = SPLIT.replace(BLOCK.format(**RIGHT_BLOCK), BLOCK.format(**{**RIGHT_BLOCK, **change}))
+    assert_fails_with(decode(code, hidden=False), phrase)
+
+
+def test_split_decode_that_never_calls_block_partial_fails():
+    inline = SPLIT.format(**RIGHT_SPLIT).replace("block_partial(q, k[", "_whole(q, k[") + '''
+def _whole(q, k, v):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    m = s.max(axis=-1, keepdims=True)
+    p = np.exp(s - m)
+    return (p @ v) / p.sum(-1, keepdims=True), (m + np.log(p.sum(-1, keepdims=True)))[..., 0]
+'''
+    assert_fails_with(decode(inline, hidden=False), "block_partial is called once per block",
+                      "0 calls for splits = 4")
+
+
+@pytest.mark.parametrize("code", [
+    # np.array_split's blocks (the longer ones first) and np.logaddexp for the merge
+    BLOCK.format(**RIGHT_BLOCK) + '''
+def split_decode(q, k, v, splits):
+    parts = [block_partial(q, kb, vb) for kb, vb in
+             zip(np.array_split(k, splits, axis=-2), np.array_split(v, splits, axis=-2))]
+    lses = np.stack([l for _, l in parts])
+    lse = np.logaddexp.reduce(lses, axis=0)
+    return sum(np.exp(l - lse)[..., None] * o for o, l in parts), lse
+''',
+    # a running merge, one block at a time, as the online softmax does
+    BLOCK.format(**RIGHT_BLOCK) + '''
+def split_decode(q, k, v, splits):
+    S = k.shape[-2]
+    out, lse = None, None
+    for i in range(splits):
+        a, b = round(i * S / splits), round((i + 1) * S / splits)
+        o, l = block_partial(q, k[..., a:b, :], v[..., a:b, :])
+        if out is None:
+            out, lse = o, l
+        else:
+            new = np.logaddexp(lse, l)
+            out = np.exp(lse - new)[..., None] * out + np.exp(l - new)[..., None] * o
+            lse = new
+    return out, lse
+''',
+    # float32 throughout
+    BLOCK.format(**RIGHT_BLOCK).replace("return (p @ v_blk) / l,", "return ((p @ v_blk) / l).astype(np.float32),")
+    + SPLIT.format(**RIGHT_SPLIT).split(BLOCK.format(**RIGHT_BLOCK))[1],
+])
+def test_split_decode_other_correct_answers_pass(code):
+    result = decode(code)
+    assert result.passed, result.output
+
+
+def test_split_decode_hints_hold_no_piece_of_a_solution_line():
+    from attn_course.grading import notebooks as nbf
+    from tests.exercise_harness import hint_texts, solution_in_hints
+
+    nb = nbf.read_notebook(SOLUTIONS / NB)
+    cell = next(c for c in nb.cells if nbf.grade_id(c) == "flash-decode-test")
+    mine = hint_texts(cell.source)
+    assert len(mine) >= 10
+    assert [h for h, _ in solution_in_hints(NB) if h in mine] == []
+
+
+# Task 13 (predict): writes of FlashAttention-1 against FlashAttention-2 ------------------
+
+def fa1(code):
+    return run("flash-fa1-test", "flash-fa1-answer", code)
+
+
+def test_write_ratio_reference_passes_and_stub_fails():
+    assert run("flash-fa1-test").passed
+    with pytest.raises(AssertionError, match="NotImplementedError"):  # the stub cell raises
+        fa1(stub(NB, "flash-fa1-answer"))
+    assert_fails_with(fa1("pass"), "predicted_write_ratio")
+
+
+@pytest.mark.parametrize(("code", "phrase"), [
+    ("predicted_write_ratio = 1", "but not their writes"),
+    ("predicted_write_ratio = 8192 / 64", "one store per query block"),
+    ("predicted_write_ratio = 8192", "one store per key"),
+    ("predicted_write_ratio = 1.03", "but not their writes"),  # the ratio of the reads
+    ("predicted_write_ratio = 60", "count per row"),
+    ("predicted_write_ratio = 'about 33'", "predicted_write_ratio is a number"),
+])
+def test_write_ratio_far_off_gets_its_hint(code, phrase):
+    assert_fails_with(fa1(code), phrase)
+
+
+@pytest.mark.parametrize("code", [
+    "predicted_write_ratio = 8192 / 256",  # the number of key blocks alone: 32, within 10%
+    "predicted_write_ratio = (8192 * 66 * 33) / (8192 * 65)",
+    "import numpy as np\npredicted_write_ratio = np.float64(33.5)",
+])
+def test_write_ratio_within_ten_percent_passes(code):
+    result = fa1(code)
+    assert result.passed, result.output

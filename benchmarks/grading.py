@@ -6,6 +6,8 @@ Gradescope runs it:
 - **one submission**: ``--single`` runs of ``attn-course grade`` on one submission
   each (command start, kernel start, all cells, reports), cycling through the solution
   notebooks; the median wall time is what one Gradescope run costs;
+- **each exercise**: ``--per-notebook`` runs of each solution notebook alone, its median
+  (target 3 s, 30 s for exercise 09, whose Triton task runs under the CPU interpreter);
 - **a batch**: ``--submissions`` N one-notebook submissions (solutions and exercises,
   alternately, so half score full marks and half 0) graded by one command with
   ``--jobs``; reports the wall time and checks that every submission has a gradebook
@@ -69,6 +71,21 @@ def single(runs: int, work: Path) -> list[float]:
     return times
 
 
+def per_notebook(runs: int, work: Path) -> dict[str, list[float]]:
+    """``runs`` gradings of each solution notebook alone: {notebook: seconds}."""
+    out = {}
+    for sol in sorted((ROOT / "solutions").glob("*.ipynb")):
+        times = []
+        for i in range(runs):
+            sub = work / f"{sol.stem}-{i}"
+            sub.mkdir()
+            shutil.copy(sol, sub)
+            times.append(grade([str(sub), "--source", str(ROOT / "solutions"),
+                                "--out", str(work / f"{sol.stem}-{i}-out")]))
+        out[sol.stem] = times
+    return out
+
+
 def batch(n: int, jobs: int, work: Path) -> tuple[float, int]:
     """Returns (wall seconds, number of results lost or wrong)."""
     sols = [p for p in sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -105,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--single", type=int, default=10, help="runs of one submission (default 10)")
     p.add_argument("--submissions", type=int, default=100, help="batch size (default 100)")
     p.add_argument("--jobs", type=int, default=2, help="--jobs for the batch (default 2)")
+    p.add_argument("--per-notebook", type=int, default=3, metavar="R",
+                   help="runs of each solution notebook alone (default 3; 0 to skip)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "grading.csv"))
     args = p.parse_args(argv)
     rows = []
@@ -117,6 +136,15 @@ def main(argv=None) -> int:
               f"(min {min(times):.2f}, max {max(times):.2f}; load average {load:.1f})")
         rows.append({"measurement": "one submission, median wall s", "value": round(med, 3),
                      "n": len(times), "jobs": 1, "target": 3.0, **machine()})
+        slow = []
+        for name, ts in per_notebook(args.per_notebook, work).items():
+            m, limit = statistics.median(ts), 30.0 if name.startswith("09") else 3.0
+            print(f"  {name}: median {m:.2f} s over {len(ts)} runs (min {min(ts):.2f}, "
+                  f"max {max(ts):.2f}; target {limit:g} s)")
+            rows.append({"measurement": f"{name} alone, median wall s", "value": round(m, 3),
+                         "n": len(ts), "jobs": 1, "target": limit, **machine()})
+            if m > limit:
+                slow.append(name)
         load = os.getloadavg()[0]
         wall, wrong = batch(args.submissions, args.jobs, work)
         print(f"{args.submissions} submissions with --jobs {args.jobs}: {wall:.1f} s "
@@ -135,7 +163,7 @@ def main(argv=None) -> int:
         w.writeheader()
         w.writerows(rows)
     print(f"wrote {out}")
-    ok = med <= 3.0 and wall <= target and wrong == 0
+    ok = med <= 3.0 and wall <= target and wrong == 0 and not slow
     print("targets met" if ok else "a target was missed (see above; check the load average)")
     return 0 if ok else 1
 

@@ -124,3 +124,17 @@ def solution_in_hints(notebook: str, min_hints: int = 10, width: int = 16) -> li
         if hit:
             found.append((h, hit))
     return found
+
+
+def reference_passes_and_stub_fails(notebook: str, test_id: str, answer_id: str,
+                                    phrase: str) -> None:
+    """The solution passes test ``test_id``; the released stub of ``answer_id`` fails it with
+    ``phrase``. A prediction's stub raises in its own cell only, so its raise is dropped here
+    and the test meets the variable's placeholder."""
+    assert run_task(notebook, test_id).passed
+    blank = stub(notebook, answer_id)
+    if answer_id.endswith("predict-answer"):
+        blank = blank.replace("raise NotImplementedError()", "")
+    run = run_task(notebook, test_id, {answer_id: blank})
+    assert not run.passed
+    assert phrase in run.output, run.output

@@ -403,10 +403,3 @@ class active:
 
     def __exit__(self, *exc):
         _current.remove(self.session)
-
-
-def kill_all(pid: int) -> None:  # pragma: no cover - used by the worker on exit
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass

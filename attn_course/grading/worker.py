@@ -33,7 +33,6 @@ import io
 import json
 import os
 import re
-import resource
 import sys
 import time
 
@@ -46,15 +45,6 @@ def skip_slow_imports() -> None:
     """jsonschema (imported by nbformat) loads ``rfc3987_syntax`` when installed, which
     builds a grammar for 1.5 s; URI formats are never validated here, so skip it."""
     sys.modules.setdefault("rfc3987_syntax", None)
-
-
-def set_limits(memory_bytes: int, file_bytes: int) -> None:
-    for limit, value in ((resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_FSIZE, file_bytes),
-                         (resource.RLIMIT_CORE, 0)):
-        if value:
-            soft, hard = resource.getrlimit(limit)
-            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-            resource.setrlimit(limit, (value, hard))
 
 
 def _clip(text: str, n: int = KEEP_TEXT) -> str:

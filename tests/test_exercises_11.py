@@ -20,18 +20,19 @@ def passes(test_id, answer_id, code):
 TASKS = [("ssm-zoh-test", "ssm-zoh-answer"), ("ssm-kernel-test", "ssm-kernel-answer"),
          ("ssm-scan-test", "ssm-scan-answer"), ("ssm-debug-test", "ssm-debug-answer"),
          ("ssm-rounds-test", "ssm-rounds-answer"), ("ssm-assoc-test", "ssm-assoc-answer"),
-         ("ssm-chunk-test", "ssm-chunk-answer")]
+         ("ssm-chunk-test", "ssm-chunk-answer"), ("ssm-order-test", "ssm-order-answer")]
 
 
 @pytest.mark.parametrize(("test_id", "answer_id"), TASKS)
 def test_reference_passes_and_stub_fails(test_id, answer_id):
     assert run_task(NB, test_id).passed
     blank = stub(NB, answer_id)
-    if answer_id == "ssm-rounds-answer":  # its stub raises in its own cell; the test runs after it
+    predict = answer_id in ("ssm-rounds-answer", "ssm-order-answer")
+    if predict:  # its stub raises in its own cell; the test runs after it
         blank = blank.replace("raise NotImplementedError()", "")
     blank = run_task(NB, test_id, {answer_id: blank})
     assert not blank.passed
-    expected = "is a number" if answer_id == "ssm-rounds-answer" else "NotImplementedError"
+    expected = "is a number" if predict else "NotImplementedError"
     assert expected in blank.output, blank.output
 
 
@@ -265,6 +266,31 @@ def test_chunked_scan_alternatives_pass():
     passes("ssm-chunk-test", "ssm-chunk-answer", CHUNK.format(where))
 
 
+# Task 10: predict the discretisations' errors at a 5-fold smaller step
+ORDER = "predicted_bilinear = {}\npredicted_zoh_euler = {}"
+
+
+@pytest.mark.parametrize(("bilinear", "zoh_euler", "phrase"), [
+    ("5.23e-5 / 5", "3.61e-3 / 5", "bilinear error shrinks faster"),  # bilinear taken as first order
+    ("5.23e-5 / 25", "3.61e-3 / 25", "zoh_euler error shrinks more slowly"),  # both second order
+    ("5.23e-5", "3.61e-3", "a 5-fold smaller step than 0.001"),  # the 0.001 row copied
+    ("0", "3.61e-3 / 5", "its error is a positive number"),  # taken as exact
+    ("5.23e-5 / 25", "'7e-4'", "set predicted_zoh_euler to a number"),
+])
+def test_order_prediction_wrong_answers_get_their_hints(bilinear, zoh_euler, phrase):
+    fails_with("ssm-order-test", "ssm-order-answer", ORDER.format(bilinear, zoh_euler), phrase)
+
+
+@pytest.mark.parametrize("code", [
+    ORDER.format("5.2e-5 * (0.0002 / 0.001) ** 2", "3.6e-3 * 0.0002 / 0.001"),
+    "import numpy as np\np = np.log10(5.22e-3 / 5.23e-5)\n"
+    "predicted_bilinear = np.float64(5.23e-5 / 5 ** p)\npredicted_zoh_euler = 7e-4",
+    ORDER.format("2.5e-6", "6e-4"),  # within the factor 1.5
+])
+def test_order_prediction_within_tolerance_passes(code):
+    passes("ssm-order-test", "ssm-order-answer", code)
+
+
 def test_no_hint_contains_a_line_of_the_solution():
     assert harness.solution_in_hints(NB) == []
 
@@ -273,4 +299,6 @@ def test_the_visible_prediction_check_cannot_be_searched():
     """The visible test accepts any numbers; only the hidden tests grade them (no bisection)."""
     run = run_task(NB, "ssm-rounds-test", {"ssm-rounds-answer": "predicted_rounds = 1\npredicted_work = 1"},
                    hidden=False)
+    assert run.passed, run.output
+    run = run_task(NB, "ssm-order-test", {"ssm-order-answer": ORDER.format(1, 1)}, hidden=False)
     assert run.passed, run.output

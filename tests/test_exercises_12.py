@@ -20,7 +20,8 @@ def passes(test_id, answer_id, code):
 TASKS = [("interp-prev-test", "interp-prev-answer"), ("interp-patch-test", "interp-patch-answer"),
          ("interp-restore-test", "interp-restore-answer"), ("interp-which-test", "interp-which-answer"),
          ("interp-path-test", "interp-path-answer"), ("interp-share-test", "interp-share-answer"),
-         ("interp-debug-test", "interp-debug-answer"), ("interp-dla-test", "interp-dla-answer")]
+         ("interp-debug-test", "interp-debug-answer"), ("interp-dla-test", "interp-dla-answer"),
+         ("interp-ov-test", "interp-ov-answer")]
 PREDICTIONS = {"interp-which-answer": "predicted_head is None", "interp-share-answer": "predicted_share is None"}
 
 
@@ -326,3 +327,66 @@ def test_the_visible_prediction_check_cannot_be_searched(test_id, answer_id, cod
     """The visible test accepts any well-formed prediction; only the hidden tests grade it."""
     run = run_task(NB, test_id, {answer_id: code}, hidden=False)
     assert run.passed, run.output
+
+
+# Task 10: the OV circuit and the copying score
+OV = ("def ov_copying_score(model, layer, head):\n"
+      "    with torch.no_grad():\n"
+      "        attn = model.blocks[layer].attn\n        d = attn.head_dim\n"
+      "        rows = slice(head * d, (head + 1) * d)\n"
+      "        x = {x}\n"
+      "        v = x @ attn.v_proj.weight[rows].T + attn.v_proj.bias[rows]\n"
+      "        out = v @ attn.out_proj.weight[:, rows].T\n"
+      "        out = {centre}\n"
+      "        ov = {ov}\n"
+      "        inner = ov[1:, 1:]\n"
+      "        own = inner.argmax(dim={axis}) == torch.arange(inner.shape[0])\n"
+      "        return ov, {score}")
+
+
+def ov(x="model.blocks[layer].ln(model.tok_emb.weight)", centre="out - out.mean(dim=-1, keepdim=True)",
+       ov="(out * model.ln_f.weight) @ model.head.weight.T", axis="-1", score="own.float().mean().item()"):
+    return OV.format(x=x, centre=centre, ov=ov, axis=axis, score=score)
+
+
+@pytest.mark.parametrize(("code", "phrase"), [
+    (ov(x="model.tok_emb.weight"), "through its own LayerNorm"),
+    (ov(centre="out"), "centre what the head writes"),
+    (ov(ov="out @ model.head.weight.T"), "weight gamma multiplies"),
+    (ov(ov="((out * model.ln_f.weight) @ model.head.weight.T).T"), "rows and columns are swapped"),
+    (ov(axis="0"), "not of each column"),
+    (ov(score="(ov.argmax(-1) == torch.arange(ov.shape[0])).float().mean().item()"), "leave out token 0 (BOS)"),
+    (ov(score="100 * own.float().mean().item()"), "not a percentage"),
+    (ov(score="own.float().mean()"), "a Python float"),
+    (ov(score="own.float().mean().item()").replace("return ov, ", "return "), "a pair (ov, score)"),
+])
+def test_ov_wrong_answers_get_their_hints(code, phrase):
+    fails_with("interp-ov-test", "interp-ov-answer", code, phrase)
+
+
+def test_ov_shortcut_gets_its_hint():
+    code = ("from attn_course.interp.circuits import ov_circuit\n"
+            "def ov_copying_score(model, layer, head):\n"
+            "    ov = ov_circuit(model, layer, head)\n    inner = ov[1:, 1:]\n"
+            "    return ov, (inner.argmax(-1) == torch.arange(inner.shape[0])).float().mean().item()")
+    fails_with("interp-ov-test", "interp-ov-answer", code, "write the circuit yourself")
+
+
+def test_ov_alternatives_pass():
+    # float64, the head's weights reshaped per head, a loop for the score, the mean removed
+    # from the unembedding instead of from the head's write (the same matrix)
+    alt = ("def ov_copying_score(model, layer, head):\n"
+           "    a = model.blocks[layer].attn\n    H, d, E = a.num_heads, a.head_dim, a.embed_dim\n"
+           "    x = model.blocks[layer].ln(model.tok_emb.weight).detach().double()\n"
+           "    wv = a.v_proj.weight.detach().double().reshape(H, d, E)[head]\n"
+           "    bv = a.v_proj.bias.detach().double().reshape(H, d)[head]\n"
+           "    wo = a.out_proj.weight.detach().double().reshape(E, H, d)[:, head]\n"
+           "    u = model.head.weight.detach().double() * model.ln_f.weight.detach().double()\n"
+           "    u = u - u.mean(dim=-1, keepdim=True)\n"
+           "    ov = (x @ wv.T + bv) @ wo.T @ u.T\n"
+           "    hits = 0\n"
+           "    for t in range(1, ov.shape[0]):\n"
+           "        hits += int(ov[t, 1:].argmax()) == t - 1\n"
+           "    return ov, hits / (ov.shape[0] - 1)")
+    passes("interp-ov-test", "interp-ov-answer", alt)
+    passes("interp-ov-test", "interp-ov-answer", ov(score="float(own.double().mean())"))

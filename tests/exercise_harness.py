@@ -138,3 +138,36 @@ def reference_passes_and_stub_fails(notebook: str, test_id: str, answer_id: str,
     run = run_task(notebook, test_id, {answer_id: blank})
     assert not run.passed
     assert phrase in run.output, run.output
+
+
+def string_literals(source: str) -> list[str]:
+    """Every string literal of a test cell (the literal parts of f-strings): hints, details,
+    names, diagnoses."""
+    import ast
+
+    return [node.value for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def solution_in_test_text(notebook: str, min_texts: int = 20, width: int = 16) -> list:
+    """Like :func:`solution_in_hints`, over every string of the test cells (not only hints),
+    counting only pieces that look like code (a non-word character at each end):
+    ``[(text, pieces)]`` for each string holding ``width`` characters of a solution line."""
+    import re
+
+    nb = nbf.read_notebook(SOLUTIONS / notebook)
+    code = [c.source for c in nb.cells if nbf.is_answer(c) and c.cell_type == "code"]
+    lines = {"".join(line.split("#")[0].split()) for src in code for line in
+             src.split("### BEGIN SOLUTION")[-1].split("### END SOLUTION")[0].splitlines()}
+    lines = {line for line in lines if not line.startswith("predicted_")}
+    pieces = {line[i:i + width] for line in lines for i in range(max(len(line) - width + 1, 0))}
+    pieces = {p for p in pieces if re.search(r"\W.*\W", p)}  # code, not a name or words
+    texts = [t for c in nb.cells if nbf.is_test(c) for t in string_literals(c.source)]
+    assert len(texts) >= min_texts, f"{notebook}: only {len(texts)} strings"
+    found = []
+    for t in texts:
+        flat = "".join(t.split())
+        hit = [p for p in pieces if p in flat]
+        if hit:
+            found.append((t, hit))
+    return found

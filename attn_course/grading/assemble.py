@@ -119,8 +119,8 @@ def assemble(submission, source, visible_only: bool = False) -> Assembled:
         if j is not None and j > last:
             add_learner_cells(j)
             last = j
-        if cell.cell_type != "code":
-            continue
+        if cell.cell_type != "code" or nbf.is_demo(cell):
+            continue  # a demo only shows the learner a measurement: not run when grading
         if nbf.is_answer(cell):
             if j is None:
                 notes.append(f"answer cell {gid} is missing from the submission, so it ran "

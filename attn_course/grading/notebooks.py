@@ -11,7 +11,9 @@ A source notebook in ``solutions/`` marks its cells with nbgrader's metadata
 - a **test** cell has ``grade: true, solution: false, locked: true`` and ``points``;
   its ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS`` region is removed from the
   learner's copy and restored when grading;
-- every other cell is read-only (``locked: true``) and restored from the source.
+- every other cell is read-only (``locked: true``) and restored from the source; one
+  marked ``{"attn_course": {"demo": true}}`` only shows the learner something and is not
+  run when grading (:func:`is_demo`).
 
 The small functions here repeat what nbgrader's ``ClearSolutions`` and
 ``ClearHiddenTests`` do to one cell's text (importing nbgrader takes seconds, and the
@@ -81,6 +83,17 @@ def is_answer(cell) -> bool:
 def is_test(cell) -> bool:
     m = meta(cell)
     return bool(m.get("grade", False)) and not m.get("solution", False)
+
+
+def is_demo(cell) -> bool:
+    """A read-only cell that only shows the learner something (a measurement after a
+    prediction, a plot): ``{"attn_course": {"demo": true}}`` in the source notebook's cell
+    metadata. The grader does not run it (it defines nothing a later cell reads; a test
+    checks that), which keeps grading fast. Answer and test cells are never demos."""
+    md = cell.get("metadata", {})
+    ours = md.get("attn_course") if isinstance(md, dict) else None
+    return (isinstance(ours, dict) and ours.get("demo") is True
+            and not is_answer(cell) and not is_test(cell))
 
 
 def points(cell) -> float:

@@ -68,9 +68,11 @@ def held_input_kernel(a, b, c, dt: float, length: int, nodes: int = 16) -> np.nd
     """
     a, b, c = (np.asarray(x, dtype=complex) for x in (a, b, c))
     x, w = np.polynomial.legendre.leggauss(nodes)  # nodes and weights on [-1, 1]
-    starts = np.arange(length)[:, None] * dt  # (length, 1)
-    s = starts + (x[None, :] + 1) * dt / 2  # (length, nodes) points in each step
-    f = 2 * (np.exp(a[None, None, :] * s[..., None]) @ (c * b)).real  # (length, nodes)
+    # exp(a (l dt + o)) = exp(a l dt) exp(a o) for the offsets o of the nodes in a step:
+    # length + nodes exponentials per state instead of length * nodes
+    start = np.exp(np.arange(length)[:, None] * dt * a[None, :])  # (length, N)
+    offset = np.exp((x[:, None] + 1) * dt / 2 * a[None, :])  # (nodes, N)
+    f = 2 * (start @ (offset * (c * b)).T).real  # (length, nodes)
     return f @ w * dt / 2  # (length,)
 
 

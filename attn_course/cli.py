@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from attn_course import doctor
+from attn_course import colab, doctor
 from attn_course.grading import commands as grading_commands
 
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="report versions, GPU, Triton mode and widget support")
     p.set_defaults(func=lambda args: doctor.main())
     grading_commands.register(sub)
+    colab.register(sub)
     return parser
 
 

@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+# Opens on README.md rendered (the syllabus links every notebook), with the course's
+# JupyterLab settings from attn_course/lab_settings/ (no news prompt); see attn_course/lab.py.
 lab: setup
-	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=. notebooks/01_similarity.ipynb
+	$(BIN)/attn-course lab -- $(ROOT_FLAG)
 
 doctor: setup
 	$(BIN)/attn-course doctor

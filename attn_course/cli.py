@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from attn_course import colab, doctor
+from attn_course import colab, doctor, lab
 from attn_course.grading import commands as grading_commands
 
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=lambda args: doctor.main())
     grading_commands.register(sub)
     colab.register(sub)
+    lab.register(sub)
     return parser
 
 

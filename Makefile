@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,gpu,browser,grading,pretrained
+EXTRAS ?= dev,gpu,browser,grading,pretrained,site
 JOBS   ?= 2
 # JupyterLab refuses to run as root without this flag (containers, CI).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -15,7 +15,7 @@ THREADS := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .PHONY: setup lab test lint release-check unit notebooks browser browser-deps sandbox-deps doctor clean \
-        check learner-copy
+        check learner-copy site
 
 setup: $(STAMP)
 
@@ -60,6 +60,13 @@ browser: setup
 
 browser-deps:
 	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+# The course as a static website in build/site/ (open build/site/index.html; any static
+# host serves it): the committed notebooks with their outputs, nothing run, nothing
+# downloaded. Sphinx's warnings (a broken link, a missing page) are printed.
+site: setup
+	$(BIN)/python -m sphinx -E -b html -j $(JOBS) -c site -d build/site-doctrees . build/site
+	@echo "website: build/site/index.html"
 
 # exercises/ is generated from solutions/ by `attn-course release`; it must not be stale.
 release-check: setup

@@ -86,7 +86,12 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def browser(lab):
+def browser():
+    """Headless Chromium (one per session, shared by JupyterLab's tests and the website's)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: run `make browser-deps` (apt-get install chromium)")
+    pytest.importorskip("playwright", reason="pip install playwright (the 'browser' extra)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

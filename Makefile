@@ -65,7 +65,7 @@ browser-deps:
 # host serves it): the committed notebooks with their outputs, nothing run, nothing
 # downloaded. Sphinx's warnings (a broken link, a missing page) are printed.
 site: setup
-	$(BIN)/python -m sphinx -E -b html -j $(JOBS) -c site -d build/site-doctrees . build/site
+	$(BIN)/python -m sphinx -E -q -b html -j $(JOBS) -c site -d build/site-doctrees . build/site
 	@echo "website: build/site/index.html"
 
 # exercises/ is generated from solutions/ by `attn-course release`; it must not be stale.

@@ -11,7 +11,8 @@
 - alt text for every figure output: the figure's title when the cell sets one as a plain
   string, otherwise "Figure N of lecture X (title), section: heading";
 - links from the pages to repository files that are not pages (README's or docs' links
-  to a script, a folder) point to the file in the repository instead of a download;
+  to a script, a folder) point to the file in the repository instead of a download, and
+  so do links to files this copy lacks (with a warning);
 - MathJax 3 copied from the package django-static-mathjax into _static/mathjax, and
   index.html written as a copy of the home page (README.html).
 """
@@ -234,6 +235,39 @@ class RepositoryLinks(SphinxPostTransform):
             node.replace_self(ref)
 
 
+class MissingFileLinks(SphinxPostTransform):
+    """A relative link to a folder goes to the folder in the course's repository; so does
+    a link to a file this copy of the course lacks (a learner's copy has no instructors'
+    guide), with a warning."""
+
+    default_priority = 8  # before MyST turns it into a dead "#..." link (9)
+    formats = ("html",)
+
+    def run(self, **kwargs) -> None:
+        repo = self.config.repository_url.rstrip("/")
+        root = Path(self.env.srcdir).resolve()
+        for node in list(self.document.findall(addnodes.pending_xref)):
+            target = node.get("reftarget", "")
+            if node.get("reftype") != "myst" or node.get("refdomain") == "doc" \
+                    or not re.fullmatch(r"[\w.-]*/[\w./-]*|[\w.-]+\.[a-z]{1,5}", target):
+                continue
+            docdir = Path(self.env.doc2path(node.get("refdoc", self.env.docname))).parent
+            path = (docdir / target).resolve()
+            if not path.is_relative_to(root) or path.is_file():
+                continue
+            rel = path.relative_to(root).as_posix()
+            if path.is_dir():
+                uri = f"{repo}/tree/main/{quote(rel)}"
+            elif path.suffix:
+                logger.warning("%s is not in this copy of the course: linked to the repository",
+                               rel, location=node)
+                uri = f"{repo}/blob/main/{quote(rel)}"
+            else:
+                continue
+            node.replace_self(nodes.reference("", "", *node.children, refuri=uri,
+                                              classes=["repository-link"]))
+
+
 # -- build assets -----------------------------------------------------------------------
 def copy_assets(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
@@ -263,5 +297,6 @@ def setup(app: Sphinx) -> dict:
     app.connect("source-read", add_to_source)
     app.connect("doctree-read", process_notebook)
     app.add_post_transform(RepositoryLinks)
+    app.add_post_transform(MissingFileLinks)
     app.connect("build-finished", copy_assets)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -21,8 +21,10 @@ TASKS = [("interp-prev-test", "interp-prev-answer"), ("interp-patch-test", "inte
          ("interp-restore-test", "interp-restore-answer"), ("interp-which-test", "interp-which-answer"),
          ("interp-path-test", "interp-path-answer"), ("interp-share-test", "interp-share-answer"),
          ("interp-debug-test", "interp-debug-answer"), ("interp-dla-test", "interp-dla-answer"),
-         ("interp-ov-test", "interp-ov-answer")]
-PREDICTIONS = {"interp-which-answer": "predicted_head is None", "interp-share-answer": "predicted_share is None"}
+         ("interp-ov-test", "interp-ov-answer"), ("interp-qk-test", "interp-qk-answer"),
+         ("interp-nd-test", "interp-nd-answer")]
+PREDICTIONS = {"interp-which-answer": "predicted_head is None", "interp-share-answer": "predicted_share is None",
+               "interp-nd-answer": "predicted_denoise is None"}
 
 
 @pytest.mark.parametrize(("test_id", "answer_id"), TASKS)
@@ -322,7 +324,8 @@ def test_no_hint_contains_a_line_of_the_solution():
 
 @pytest.mark.parametrize(("test_id", "answer_id", "code"), [
     ("interp-which-test", "interp-which-answer", "predicted_head = (1, 3)"),
-    ("interp-share-test", "interp-share-answer", "predicted_share = 0.9")])
+    ("interp-share-test", "interp-share-answer", "predicted_share = 0.9"),
+    ("interp-nd-test", "interp-nd-answer", "predicted_denoise = 0.9\npredicted_noise = 0.9")])
 def test_the_visible_prediction_check_cannot_be_searched(test_id, answer_id, code):
     """The visible test accepts any well-formed prediction; only the hidden tests grade it."""
     run = run_task(NB, test_id, {answer_id: code}, hidden=False)
@@ -390,3 +393,105 @@ def test_ov_alternatives_pass():
            "    return ov, hits / (ov.shape[0] - 1)")
     passes("interp-ov-test", "interp-ov-answer", alt)
     passes("interp-ov-test", "interp-ov-answer", ov(score="float(own.double().mean())"))
+
+
+# Task 11: the QK circuit of an induction head
+QK = ("from attn_course.positional import apply_rope\n"
+      "def induction_qk(model, head, offset):\n"
+      "    with torch.no_grad():\n"
+      "        b0, b1 = model.blocks[0], model.blocks[1]\n"
+      "        src, attn = b0.attn, b1.attn\n        d = attn.head_dim\n"
+      "        emb = model.tok_emb.weight\n        bias = {bias}\n        s = slice(d, 2 * d)\n"
+      "        v = {x0} @ src.v_proj.weight[s].T + src.v_proj.bias[s]\n"
+      "        key_in = {key_in}\n"
+      "        r = slice(head * d, (head + 1) * d)\n"
+      "        q = {ln}(emb + bias) @ attn.q_proj.weight[r].T + attn.q_proj.bias[r]\n"
+      "        k = {ln}(key_in) @ attn.k_proj.weight[r].T + attn.k_proj.bias[r]\n"
+      "        {rope}\n"
+      "        scores = {scores}\n"
+      "        inner = scores[1:, 1:]\n"
+      "        match = (inner.argmax(dim={axis}) == torch.arange(inner.shape[0])).float().mean()\n"
+      "        return scores, {match}")
+ROPE = "q = apply_rope(q[:, None, :], [{}])[:, 0]\n        k = apply_rope(k[:, None, :], [{}])[:, 0]"
+ROPE_RIGHT = ROPE.format("offset", 0)
+
+
+def qk(bias="src.out_proj.bias", x0="b0.ln(emb)", key_in="v @ src.out_proj.weight[:, s].T + bias",
+       ln="b1.ln", rope=ROPE_RIGHT, scores="q @ k.T / d**0.5", axis="-1", match="match.item()"):
+    return QK.format(bias=bias, x0=x0, key_in=key_in, ln=ln, rope=rope, scores=scores, axis=axis, match=match)
+
+
+def test_qk_template_is_the_reference():
+    passes("interp-qk-test", "interp-qk-answer", qk())
+
+
+@pytest.mark.parametrize(("code", "phrase"), [
+    (qk(rope="pass"), "the model's positions are rotary"),
+    (qk(rope=ROPE.format(0, "offset")), "the query comes offset positions after the key"),
+    (qk(key_in="emb + bias"), "what layer 0's head 1 wrote for token b"),
+    (qk(ln=""), "through its own LayerNorm"),
+    (qk(bias="0"), "layer 0's output bias"),
+    (qk(scores="q @ k.T"), "sqrt(head_dim)"),
+    (qk(x0="emb"), "through layer 0's LayerNorm"),
+    (qk(scores="(q @ k.T / d**0.5).T"), "rows and columns are swapped"),
+    (qk(axis="0"), "not of each column"),
+    (qk(match="(scores.argmax(-1) == torch.arange(scores.shape[0])).float().mean().item()"),
+     "leave out token 0 (BOS)"),
+    (qk(match="100 * match.item()"), "not a percentage"),
+    (qk(match="match"), "a Python float"),
+    (qk().replace("return scores, match.item()", "return scores"), "a pair (scores, match)"),
+])
+def test_qk_wrong_answers_get_their_hints(code, phrase):
+    fails_with("interp-qk-test", "interp-qk-answer", code, phrase)
+
+
+def test_qk_shortcut_gets_its_hint():
+    code = ("from attn_course.interp.circuits import qk_circuit_kcomposition\n"
+            "def induction_qk(model, head, offset):\n"
+            "    s = qk_circuit_kcomposition(model, 1, head, (0, 1), offset)\n    inner = s[1:, 1:]\n"
+            "    return s, (inner.argmax(-1) == torch.arange(inner.shape[0])).float().mean().item()")
+    fails_with("interp-qk-test", "interp-qk-answer", code, "write the circuit yourself")
+
+
+def test_qk_alternatives_pass():
+    # float64 throughout, the rotation written out with cos and sin per feature pair, a loop
+    # for the match
+    alt = ("def induction_qk(model, head, offset):\n"
+           "    m = model\n    a0, a1 = m.blocks[0].attn, m.blocks[1].attn\n    d = a1.head_dim\n"
+           "    dd = lambda t: t.detach().double()\n"
+           "    ln0 = torch.nn.functional.layer_norm\n"
+           "    def ln(block, t):\n"
+           "        return ln0(t, (t.shape[-1],), dd(block.ln.weight), dd(block.ln.bias), block.ln.eps)\n"
+           "    emb, bias = dd(m.tok_emb.weight), dd(a0.out_proj.bias)\n"
+           "    v = ln(m.blocks[0], emb) @ dd(a0.v_proj.weight[d:2 * d]).T + dd(a0.v_proj.bias[d:2 * d])\n"
+           "    key_in = v @ dd(a0.out_proj.weight[:, d:2 * d]).T + bias\n"
+           "    r = slice(head * d, (head + 1) * d)\n"
+           "    q = ln(m.blocks[1], emb + bias) @ dd(a1.q_proj.weight[r]).T + dd(a1.q_proj.bias[r])\n"
+           "    k = ln(m.blocks[1], key_in) @ dd(a1.k_proj.weight[r]).T + dd(a1.k_proj.bias[r])\n"
+           "    theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d) * offset\n"
+           "    c, s_ = torch.cos(theta), torch.sin(theta)\n"
+           "    q1, q2 = q[:, 0::2], q[:, 1::2]\n"
+           "    q = torch.stack([q1 * c - q2 * s_, q1 * s_ + q2 * c], dim=-1).reshape(q.shape)\n"
+           "    scores = q @ k.T / d ** 0.5\n"
+           "    hits = sum(int(scores[a, 1:].argmax()) == a - 1 for a in range(1, scores.shape[0]))\n"
+           "    return scores, hits / (scores.shape[0] - 1)")
+    passes("interp-qk-test", "interp-qk-answer", alt)
+
+
+# Task 12: noising versus denoising on a saturating metric
+@pytest.mark.parametrize(("code", "phrase"), [
+    # the logit difference's quarter, on both
+    ("predicted_denoise = 0.25\npredicted_noise = 0.25", "more than a quarter of the log-probability's way"),
+    ("predicted_denoise = 0.5\npredicted_noise = 0.25", "its probability stays close to 1"),
+    ("predicted_denoise = 1.0\npredicted_noise = 0.0", "does not come all the way back"),
+    ("predicted_denoise = 0.5\npredicted_noise = -0.3", "at least about 0"),
+    ("predicted_denoise = 'half'\npredicted_noise = 0.0", "predicted_denoise is a number"),
+])
+def test_noising_wrong_predictions_get_their_hints(code, phrase):
+    fails_with("interp-nd-test", "interp-nd-answer", code, phrase)
+
+
+@pytest.mark.parametrize("code", ["predicted_denoise = 0.45\npredicted_noise = 0.05",
+                                  "import numpy as np\npredicted_denoise = np.float32(0.6)\npredicted_noise = 0"])
+def test_noising_close_predictions_pass(code):
+    passes("interp-nd-test", "interp-nd-answer", code)

@@ -79,7 +79,7 @@ def demo_dependencies(nb) -> list[str]:
             continue
         only_here, _ = bound_and_read(cell.source)
         bound_by_graded: set[str] = set()
-        for j, later in code[:k]:
+        for _, later in code[:k]:
             if not nbf.is_demo(later):
                 bound_by_graded |= bound_and_read(later.source)[0]
         for j, later in code[k + 1:]:

@@ -8,7 +8,8 @@
 - every saved ipywidgets view rendered statically from the notebook's saved widget state
   (widget_html.py), with a line saying the live widget needs a kernel; myst-nb's widget
   state script (and its CDN loaders, switched off in conf.py) are left out;
-- alt text for every figure output: the figure's title when the cell sets one as a plain
+- figure outputs shown 1.4 times their saved size (at most the column's width), with
+  alt text: the figure's title when the cell sets one as a plain
   string, otherwise "Figure N of lecture X (title), section: heading";
 - links from the pages to repository files that are not pages (README's or docs' links
   to a script, a folder) point to the file in the repository instead of a download, and
@@ -23,6 +24,7 @@ import ast
 import json
 import re
 import shutil
+import struct
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,6 +37,9 @@ from widget_html import VIEW_MIME, WidgetRenderer, saved_state
 
 logger = logging.getLogger(__name__)
 
+#: Notebook figures are saved at matplotlib's 72 dpi, small next to a page's text: shown
+#: this much larger (at most the column's width), their labels are legible.
+FIGURE_ZOOM = 1.4
 MATHJAX_COMPONENT = "tex-mml-chtml.js"
 MATHJAX_PARTS = [MATHJAX_COMPONENT, "input", "output/chtml", "ui", "a11y", "sre"]
 
@@ -142,6 +147,18 @@ def _cell(node: nodes.Node) -> nodes.Element | None:
     return None
 
 
+def _png_width(path: Path) -> int | None:
+    """The width in pixels of a PNG file, from its header; None for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or not head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    return struct.unpack(">I", head[16:20])[0]
+
+
 def figure_title(code: str) -> str | None:
     """The title a cell gives its figure, when it is a plain string literal (not an f-string)."""
     titles = []
@@ -177,6 +194,9 @@ def process_notebook(app: Sphinx, doctree: nodes.document) -> None:
         if image.get("alt") or _cell(image) is None:
             continue
         figures += 1
+        width = _png_width(Path(app.srcdir) / image["uri"].lstrip("/"))
+        if width and "width" not in image:
+            image["width"] = f"{round(width * FIGURE_ZOOM)}px"  # the page's CSS caps it at 100%
         title = figure_title(_cell_code(_cell(image)))
         heading = _section_heading(image)
         if title:

@@ -140,6 +140,8 @@ def stamp(nb: nbformat.NotebookNode, path: str, repo: str | None = None) -> nbfo
         # outside Colab)
         new[1].execution_count = prev.get("execution_count")
         new[1].outputs = prev.get("outputs", [])
+        if "execution" in prev.metadata:  # nbclient's timings of that run
+            new[1].metadata["execution"] = prev.metadata["execution"]
     nb.cells = new + rest
     return nb
 

@@ -181,3 +181,14 @@ def test_the_course_widgets_use_only_core_ipywidgets():
                 used.add(node.attr)
     assert used
     assert used <= core7, used - core7
+
+
+def test_stamping_keeps_a_run_of_the_cell():
+    """A notebook run top to bottom (nbclient) keeps that run's count and timings."""
+    path = "solutions/02_softmax.ipynb"
+    nb = colab.stamp(nbformat.read(ROOT / path, as_version=4), path)
+    nb.cells[1].execution_count = 1
+    nb.cells[1].metadata["execution"] = {"iopub.status.idle": "2026-01-01T00:00:00Z"}
+    again = colab.stamp(nbformat.reads(nbformat.writes(nb), 4), path)
+    assert again.cells[1].execution_count == 1
+    assert again.cells[1].metadata["execution"] == nb.cells[1].metadata["execution"]

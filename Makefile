@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,gpu,browser,grading,pretrained,site
+EXTRAS ?= dev,gpu,browser,grading,pretrained,site,slides
 JOBS   ?= 2
 # JupyterLab refuses to run as root without this flag (containers, CI).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -15,7 +15,7 @@ THREADS := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .PHONY: setup lab test lint release-check unit notebooks browser browser-deps sandbox-deps doctor clean \
-        check learner-copy site
+        check learner-copy slides site
 
 setup: $(STAMP)
 
@@ -67,6 +67,11 @@ browser-deps:
 site: setup
 	$(BIN)/python -m sphinx -E -q -b html -j $(JOBS) -c site -d build/site-doctrees . build/site
 	@echo "website: build/site/index.html"
+
+# Each lecture as a reveal.js slideshow in build/slides/ (open NN_*.slides.html; S opens
+# the speaker notes); reveal.js and MathJax are copied next to the decks: works offline.
+slides: setup
+	$(BIN)/attn-course slides --out build/slides
 
 # exercises/ is generated from solutions/ by `attn-course release`; it must not be stale.
 release-check: setup

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from attn_course import colab, doctor, lab
+from attn_course import colab, doctor, lab, slides
 from attn_course.grading import commands as grading_commands
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     grading_commands.register(sub)
     colab.register(sub)
     lab.register(sub)
+    slides.register(sub)
     return parser
 
 

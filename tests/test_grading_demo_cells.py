@@ -131,7 +131,7 @@ def test_demo_cells_are_left_out_of_the_graded_notebook():
     texts = [c.source for c in got.nb.cells]
     assert "print('measured', v)" not in texts
     assert {"import math", "assert v == 1", "assert v"} <= set(texts)
-    assert [c.role for c in got.cells] == ["preamble", "locked", "answer", "test", "test", "integrity"]
+    assert [c.role for c in got.cells] == ["locked", "answer", "test", "test"]
 
 
 def test_the_course_has_demo_cells_where_grading_was_slow():

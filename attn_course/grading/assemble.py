@@ -6,10 +6,9 @@ submission. Every other code cell is taken from the source by its nbgrader
 tests are put back. A missing answer cell runs as the released stub (so it scores 0).
 Cells the learner added run where they were, between the cells around them.
 
-Two cells are added: a preamble before everything that imports the checks (so the
-integrity snapshot is taken before any learner code runs) and a last cell that
-reports whether the watched libraries were replaced, tagged with a token that is new
-for every run (see :mod:`attn_course.grading.integrity`).
+The grader runs the test cells in its own process (:mod:`~attn_course.grading.worker`),
+so nothing is added to the learner's cells; read-only cells marked as demos
+(:func:`~attn_course.grading.notebooks.is_demo`) are left out.
 
 With ``visible_only`` (the learner's self-check) the test cells are the released
 ones, without hidden tests.
@@ -28,23 +27,16 @@ gradebook), never skipped silently:
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
 import nbformat
 
 from attn_course.grading import notebooks as nbf
 
-PREAMBLE = "__import__('attn_course.grading.checks')  # the grader's preamble"
-
-
-def integrity_source(token: str) -> str:
-    return f"__import__('attn_course.grading.integrity', fromlist=['x']).report({token!r})"
-
 
 @dataclass
 class Cell:
-    role: str  # preamble, answer, test, locked, added, integrity
+    role: str  # answer, test, locked, added
     grade_id: str | None
     source_index: int | None = None  # index in the source notebook (answer and test cells)
 
@@ -53,7 +45,6 @@ class Cell:
 class Assembled:
     nb: nbformat.NotebookNode
     cells: list[Cell]
-    token: str
     matched: int  # how many of the source's grade ids the submission carries
     notes: list[str] = field(default_factory=list)
 
@@ -66,7 +57,6 @@ def match_score(submission, source) -> int:
 
 def assemble(submission, source, visible_only: bool = False) -> Assembled:
     """The notebook to run for ``submission`` against ``source`` (both NotebookNodes)."""
-    token = secrets.token_hex(8)
     ours = {nbf.grade_id(c): i for i, c in enumerate(source.cells) if nbf.grade_id(c)}
     answers = {gid for gid, i in ours.items() if nbf.is_answer(source.cells[i])}
     claims: dict[str, list[int]] = {}
@@ -90,8 +80,8 @@ def assemble(submission, source, visible_only: bool = False) -> Assembled:
         if problem:
             notes.append(f"cell {i + 1} (counting from 1): {problem}, so the grader did not "
                          f"take it for an exercise cell (a code cell runs as one you added)")
-    out_cells = [nbformat.v4.new_code_cell(PREAMBLE, metadata={"attn_course": {"role": "preamble"}})]
-    roles = [Cell("preamble", None)]
+    out_cells: list = []
+    roles: list[Cell] = []
     last = -1  # index in the submission of the last matched cell
 
     def runs_as_added(j: int) -> bool:
@@ -143,6 +133,5 @@ def assemble(submission, source, visible_only: bool = False) -> Assembled:
         notes.append(f"{after} code cell{'s' if after > 1 else ''} after the notebook's last "
                      f"exercise cell {'were' if after > 1 else 'was'} not run (after every "
                      f"test, {'they' if after > 1 else 'it'} could not change a result)")
-    add(integrity_source(token), "integrity", None)
     nb = nbformat.v4.new_notebook(cells=out_cells, metadata=source.metadata)
-    return Assembled(nb, roles, token, matched=len(theirs), notes=notes)
+    return Assembled(nb, roles, matched=len(theirs), notes=notes)

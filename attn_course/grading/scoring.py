@@ -110,8 +110,7 @@ def error_feedback(rec: dict) -> str:
     return f"{ename}: {evalue}"
 
 
-ROLE_NAMES = {"added": "a cell you added", "locked": "a set-up cell",
-              "preamble": "the grader's preamble", "integrity": "the grader's last cell"}
+ROLE_NAMES = {"added": "a cell you added", "locked": "a set-up cell"}
 
 
 def _describe(assembled: Assembled, index: int) -> str:

@@ -302,3 +302,127 @@ def test_the_visible_prediction_check_cannot_be_searched():
     assert run.passed, run.output
     run = run_task(NB, "ssm-order-test", {"ssm-order-answer": ORDER.format(1, 1)}, hidden=False)
     assert run.passed, run.output
+
+
+# Task 11: S4D-LegS's eigenvalues from HiPPO-LegS, derived
+def test_hippo_reference_passes_and_stub_fails():
+    harness.reference_passes_and_stub_fails(NB, "ssm-hippo-test", "ssm-hippo-answer", "NotImplementedError")
+
+
+LEGS = ("import numpy as np\n\n"
+        "def legs_normal(N):\n"
+        "    n = np.arange(N)\n    r = np.sqrt(2 * n + 1.0)\n"
+        "    A = {A}\n    P = {P}\n    return A {sign} np.outer(P, P)\n\n"
+        "def s4d_legs_eigenvalues(N):\n{eig}")
+LOWER = "np.tril(-np.outer(r, r), k=-1) - np.diag(n + 1.0)"
+HALF = "np.sqrt(n + 0.5)"
+EIG = ("    lam = np.linalg.eigvals(legs_normal(N))\n    lam = lam[lam.imag > 0]\n"
+       "    return lam[np.argsort(lam.imag)]")
+
+
+def legs(A=LOWER, P=HALF, sign="+", eig=EIG):
+    return LEGS.format(A=A, P=P, sign=sign, eig=eig)
+
+
+@pytest.mark.parametrize(("code", "phrase"), [
+    (legs(P="0 * n"), "this is A itself: the rank-one part P P^T is not added"),
+    (legs(P="np.sqrt(2 * n + 1.0)"), "twice too large: P[n]^2 must be n + 1/2"),
+    (legs(A="np.triu(-np.outer(r, r), k=1) - np.diag(n + 1.0)"), "A_N transposed: HiPPO-LegS is LOWER"),
+    (legs(sign="-"), "the wrong sign"),
+    (legs(A="np.tril(-np.outer(r, r), k=-1) - np.diag(n * 1.0)"), "the diagonal is off by one"),
+])
+def test_hippo_matrix_slips_get_their_hints(code, phrase):
+    fails_with("ssm-hippo-test", "ssm-hippo-answer", code, phrase)
+
+
+OF_A = ("    n = np.arange(N)\n    r = np.sqrt(2 * n + 1.0)\n"
+        "    A = np.tril(-np.outer(r, r), k=-1) - np.diag(n + 1.0)\n    lam = np.linalg.eigvals(A)\n")
+
+
+@pytest.mark.parametrize(("eig", "phrase"), [
+    # the eigenvalues of A itself, kept or filtered: the low-rank part forgotten
+    (OF_A + "    return np.sort(lam)", "your eigenvalues are all real"),
+    (OF_A + "    lam = lam[lam.imag > 0]\n    return lam[np.argsort(lam.imag)]", "none of your eigenvalues"),
+    ("    lam = np.linalg.eigvals(legs_normal(N))\n    return lam[np.argsort(lam.imag)]",
+     "both members of each conjugate pair"),
+    ("    lam = np.linalg.eigvals(legs_normal(N))\n    lam = lam[lam.imag < 0]\n"
+     "    return lam[np.argsort(lam.imag)]", "negative imaginary parts"),
+    ("    lam = np.linalg.eigvals(legs_normal(N))\n    return lam[lam.imag > 0]", "smallest first"),  # eigvals' own order
+    ("    lam = np.linalg.eigvals(legs_normal(N))\n    return np.sort(lam[lam.imag > 0])", "in the wrong order"),
+    ("    lam = np.linalg.eigvals(legs_normal(N))\n    lam = lam[lam.imag > 0]\n"
+     "    return lam[np.argsort(-lam.imag)]", "from the largest imaginary part down"),
+    ("    lam = np.linalg.eigvals(legs_normal(N))\n    return np.sort(lam.imag[lam.imag > 0])",
+     "the imaginary parts only"),
+])
+def test_hippo_eigenvalue_slips_get_their_hints(eig, phrase):
+    fails_with("ssm-hippo-test", "ssm-hippo-answer", legs(eig=eig), phrase)
+
+
+def test_hippo_shortcut_fails():
+    code = ("from attn_course.ssm.hippo import legs_normal_part, s4d_legs\n\n"
+            "def legs_normal(N):\n    return legs_normal_part(N)[0]\n\n"
+            "def s4d_legs_eigenvalues(N):\n    return s4d_legs(N)")
+    fails_with("ssm-hippo-test", "ssm-hippo-answer", code, "instead of calling attn_course.ssm.hippo")
+
+
+def test_hippo_alternatives_pass():
+    # torch, the matrix built entry by entry in loops, the eigenvalues as a complex tensor
+    loops = ("import math\nimport torch\n\n"
+             "def legs_normal(N):\n    M = torch.zeros(N, N, dtype=torch.float64)\n"
+             "    for n in range(N):\n        for k in range(N):\n"
+             "            if n > k:\n                M[n, k] = -math.sqrt(2 * n + 1) * math.sqrt(2 * k + 1)\n"
+             "            elif n == k:\n                M[n, k] = -(n + 1)\n"
+             "            M[n, k] += math.sqrt(n + 0.5) * math.sqrt(k + 0.5)\n    return M\n\n"
+             "def s4d_legs_eigenvalues(N):\n    lam = torch.linalg.eigvals(legs_normal(N))\n"
+             "    lam = lam[lam.imag > 0]\n    return lam[torch.sort(lam.imag).indices]")
+    passes("ssm-hippo-test", "ssm-hippo-answer", loops)
+    # numpy in float32, written from A_N = -I/2 + S with S skew (as the prompt's hand calculation gives)
+    f32 = ("import numpy as np\n\n"
+           "def legs_normal(N):\n    n = np.arange(N, dtype=np.float32)\n    r = np.sqrt(2 * n + 1)\n"
+           "    low = np.tril(np.outer(r, r), -1) / 2\n"
+           "    return (low.T - low - np.eye(N, dtype=np.float32) / 2).astype(np.float32)\n\n"
+           "def s4d_legs_eigenvalues(N):\n    lam = np.linalg.eigvals(legs_normal(N))\n"
+           "    return sorted((z for z in lam if z.imag > 0), key=lambda z: z.imag)")
+    passes("ssm-hippo-test", "ssm-hippo-answer", f32)
+
+
+# Task 12: predict how S4D-LegS's largest imaginary part grows with N
+GROWTH = "predicted_exponent = {}\npredicted_largest = {}"
+
+
+def test_growth_reference_passes_and_stub_fails():
+    harness.reference_passes_and_stub_fails(NB, "ssm-growth-test", "ssm-growth-predict-answer", "is a number")
+
+
+@pytest.mark.parametrize(("exponent", "largest", "phrase"), [
+    ("1", "4 * 80.97", "the growth of S4D-Lin's frequencies"),  # linear, as S4D-Lin
+    ("1.5", "80.97 * 4 ** 1.5", "grows faster than that"),
+    ("3", "80.97 * 4 ** 3", "grows more slowly than that"),
+    ("2", "4 * 80.97", "in proportion to N"),  # the exponent right, the value scaled linearly
+    ("2", "3.14159 * 31", "S4D-Lin's largest frequency"),
+    ("2", "64 ** 2", "too large"),
+    ("'2'", "1300", "set predicted_exponent to a number"),
+])
+def test_growth_prediction_wrong_answers_get_their_hints(exponent, largest, phrase):
+    fails_with("ssm-growth-test", "ssm-growth-predict-answer", GROWTH.format(exponent, largest), phrase)
+
+
+@pytest.mark.parametrize("code", [
+    GROWTH.format("2", "80.97 * 4 ** 2"),
+    "import math\nimport numpy as np\n"
+    "predicted_exponent = np.float64(math.log(64 * 63 / (16 * 15)) / math.log(4))\n"
+    "predicted_largest = 64 ** 2 / math.pi",
+    GROWTH.format("1.9", "1200"),  # within 0.15 and 10 %
+])
+def test_growth_prediction_within_tolerance_passes(code):
+    passes("ssm-growth-test", "ssm-growth-predict-answer", code)
+
+
+def test_the_visible_growth_check_cannot_be_searched():
+    run = run_task(NB, "ssm-growth-test", {"ssm-growth-predict-answer": GROWTH.format(1, 1)}, hidden=False)
+    assert run.passed, run.output
+
+
+def test_no_test_text_of_the_new_tasks_contains_the_solution():
+    found = [(t, p) for t, p in harness.solution_in_test_text(NB)]
+    assert found == [], found

@@ -167,13 +167,15 @@ def stamp_all(root: Path = ROOT, check: bool = False, out=sys.stdout) -> list[st
 
 def main(args) -> int:
     changed = stamp_all(Path(args.root), check=args.check)
-    if args.check and changed:
-        print("run `attn-course colab`, then `attn-course release`", file=sys.stderr)
-        return 1
-    if not args.check:
-        print(f"{len(changed)} notebooks stamped" if changed else "all notebooks up to date")
-        if any(c.startswith("solutions/") for c in changed):
-            print("now run `attn-course release` to regenerate exercises/")
+    if args.check:
+        if changed:
+            print("run `attn-course colab`, then `attn-course release`", file=sys.stderr)
+            return 1
+        print("every notebook has the current Colab cells")
+        return 0
+    print(f"{len(changed)} notebooks stamped" if changed else "all notebooks up to date")
+    if any(c.startswith("solutions/") for c in changed):
+        print("now run `attn-course release` to regenerate exercises/")
     return 0
 
 

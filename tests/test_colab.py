@@ -192,3 +192,10 @@ def test_stamping_keeps_a_run_of_the_cell():
     again = colab.stamp(nbformat.reads(nbformat.writes(nb), 4), path)
     assert again.cells[1].execution_count == 1
     assert again.cells[1].metadata["execution"] == nb.cells[1].metadata["execution"]
+
+
+def test_check_command(capsys):
+    from attn_course.cli import main
+
+    assert main(["colab", "--check", "--root", str(ROOT)]) == 0
+    assert "current Colab cells" in capsys.readouterr().out

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -20,10 +21,16 @@ import urllib.request
 import pytest
 
 from attn_course.lab import LANDING, SETTINGS, lab_command
-from tests.browser.conftest import ARTIFACTS, ROOT, _free_port
+from tests.browser.conftest import ARTIFACTS, ROOT
 
 pytestmark = pytest.mark.browser
 NEWS = "official Jupyter news"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

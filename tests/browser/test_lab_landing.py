@@ -80,6 +80,11 @@ def _news_shown(page) -> bool:
     return page.get_by_text(NEWS).count() > 0
 
 
+def _toasts(page) -> int:
+    """Notifications on screen (JupyterLab shows them as react-toastify toasts)."""
+    return page.locator(".Toastify__toast").count()
+
+
 def _open_landing(page, base: str, token: str):
     # the address `make lab` opens in the browser: the server's root, with the token
     page.goto(f"{base}/?token={token}")
@@ -98,6 +103,7 @@ def test_make_lab_opens_the_rendered_readme_without_news_prompt(page, course_lab
     assert "/lab/tree/README.md" in page.url
     assert page.locator(".jp-MainAreaWidget .jp-FileEditor").count() == 0  # not the editor
     assert not _news_shown(page), "JupyterLab asked about its news"
+    assert _toasts(page) == 0, page.locator(".Toastify__toast").all_inner_texts()
     # the syllabus links open the lectures and exercises in JupyterLab
     preview.get_by_role("link", name="dot-product similarity").click()
     page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached")
@@ -118,6 +124,7 @@ def test_without_the_course_settings_the_prompt_shows(page, course_lab):
     try:
         _open_landing(page, base, token)
         page.get_by_text(NEWS).first.wait_for(timeout=15_000)
+        assert _toasts(page) >= 1  # what the first test counts is what shows the prompt
     finally:
         req = urllib.request.Request(url, data=json.dumps({"raw": "{}"}).encode(), method="PUT",
                                      headers={"Content-Type": "application/json"})

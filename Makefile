@@ -64,9 +64,11 @@ browser-deps:
 # The course as a static website in build/site/ (open build/site/index.html; any static
 # host serves it): the committed notebooks with their outputs, nothing run, nothing
 # downloaded. Sphinx's warnings (a broken link, a missing page) are printed.
+# SITE_DIR: where it goes (the browser test builds into a temporary folder with this target).
+SITE_DIR ?= build/site
 site: setup
-	$(BIN)/python -m sphinx -E -q -b html -j $(JOBS) -c site -d build/site-doctrees . build/site
-	@echo "website: build/site/index.html"
+	$(BIN)/python -m sphinx -E -q -b html -j $(JOBS) -c site -d $(SITE_DIR)-doctrees . $(SITE_DIR)
+	@echo "website: $(SITE_DIR)/index.html"
 
 # Each lecture as a reveal.js slideshow in build/slides/ (open NN_*.slides.html; S opens
 # the speaker notes); reveal.js and MathJax are copied next to the decks: works offline.

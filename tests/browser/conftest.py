@@ -11,6 +11,7 @@ it, even when a test fails. Screenshots go to test-artifacts/browser/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -32,10 +33,50 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def server_args(port: int, token: str) -> list[str]:
+    """JupyterLab's flags for a test server on 127.0.0.1 (and --allow-root as root)."""
+    args = ["--no-browser", "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}"]
+    return [*args, "--allow-root"] if os.geteuid() == 0 else args
+
+
+@contextlib.contextmanager
+def running_lab(cmd: list[str], cwd: Path, port: int, token: str, log_name: str):
+    """Start JupyterLab with ``cmd``, wait until it answers, yield its base URL; always
+    stop it (its whole process group), even when a test fails. Its log goes to
+    test-artifacts/browser/``log_name``."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(ARTIFACTS / log_name, "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                    json.load(r)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"JupyterLab did not start; see {ARTIFACTS / log_name}") from None
+                time.sleep(0.5)
+        yield base
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
 
 
 @pytest.fixture(scope="session")
@@ -49,40 +90,12 @@ def lab(tmp_path_factory):
     source = Path(os.environ.get("BROWSER_NOTEBOOKS", ROOT / "notebooks"))
     for nb in source.glob("*.ipynb"):
         shutil.copy(nb, root / nb.name)
-    port, token = _free_port(), secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           f"--LabApp.workspaces_dir={workspaces}", "--ServerApp.disable_check_xsrf=True"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS / "jupyterlab.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                    json.load(r)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"JupyterLab did not start; see {ARTIFACTS / 'jupyterlab.log'}") from None
-                time.sleep(0.5)
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [sys.executable, "-m", "jupyterlab", *server_args(port, token),
+           f"--ServerApp.root_dir={root}", f"--LabApp.workspaces_dir={workspaces}",
+           "--ServerApp.disable_check_xsrf=True"]
+    with running_lab(cmd, root, port, token, "jupyterlab.log") as base:
         yield base, token, root
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -9,28 +9,17 @@ the result.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import time
 import urllib.request
 
 import pytest
 
 from attn_course.lab import LANDING, SETTINGS, lab_command
-from tests.browser.conftest import ARTIFACTS, ROOT
+from tests.browser.conftest import ARTIFACTS, ROOT, free_port, running_lab, server_args
 
 pytestmark = pytest.mark.browser
 NEWS = "official Jupyter news"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,40 +29,12 @@ def course_lab(tmp_path_factory):
     shutil.copy(ROOT / LANDING, root / LANDING)
     for folder in ("notebooks", "exercises"):
         shutil.copytree(ROOT / folder, root / folder)
-    port, token = _free_port(), secrets.token_hex(16)
-    extra = ["--no-browser", "--ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}",
+    port, token = free_port(), secrets.token_hex(16)
+    extra = [*server_args(port, token),
              f"--LabApp.user_settings_dir={tmp_path_factory.mktemp('user-settings')}",
              f"--LabApp.workspaces_dir={tmp_path_factory.mktemp('workspaces')}"]
-    if os.geteuid() == 0:
-        extra.append("--allow-root")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS / "lab-landing.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(lab_command(root, extra), stdout=log, stderr=subprocess.STDOUT,
-                            cwd=root, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                    json.load(r)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not start; see {log.name}") from None
-                time.sleep(0.5)
+    with running_lab(lab_command(root, extra), root, port, token, "lab-landing.log") as base:
         yield base, token
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        log.close()
 
 
 def _news_shown(page) -> bool:

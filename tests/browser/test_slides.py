@@ -58,6 +58,8 @@ def test_lecture_09_slides_step_offline(page, deck):
         page.wait_for_function("(prev) => JSON.stringify(Reveal.getIndices()) !== prev",
                                arg=str(seen[-1]).replace("'", '"').replace(" ", ""))
         seen.append(page.evaluate("() => Reveal.getIndices()"))
+        # the transition has ended: the new slide sits inside the window
+        page.wait_for_function(ON_SCREEN)
         page.screenshot(path=str(ARTIFACTS / f"slides-09-{step}.png"))
     horizontal = [s["h"] for s in seen]
     assert horizontal == sorted(horizontal), seen
@@ -66,6 +68,12 @@ def test_lecture_09_slides_step_offline(page, deck):
     assert not outside, f"the deck requested {outside[:3]}"
     assert not failed, failed[:3]
     assert not errors, errors[:3]
+
+
+ON_SCREEN = """() => {
+    const r = document.querySelector('.reveal .slides > section.present').getBoundingClientRect();
+    return r.width > 0 && r.left >= -1 && r.right <= window.innerWidth + 1;
+}"""
 
 
 def test_lecture_09_is_laid_out_by_hand():

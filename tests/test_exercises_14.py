@@ -197,7 +197,7 @@ def test_the_visible_prediction_check_cannot_be_searched():
     assert run.passed, run.output
 
 
-# Task 6: debug the paged decode step
+# Task 5: debug the paged decode step
 PAGED = ("def paged_decode(q, pages_k, pages_v, block_table, length, scale):\n"
          "    H, D = q.shape\n    table = torch.tensor(block_table)\n"
          "    k = {k}\n    v = {v}\n"

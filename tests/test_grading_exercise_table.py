@@ -31,3 +31,87 @@ def test_table_lists_kinds_points_and_goals():
     assert "| [99_x](../exercises/99_x.ipynb) | Task 1: f | predict | 2 | goal of t1 |" in text
     assert "| Task 2: why? | explain | 3 (by hand) | goal of t2 |" in text
 
+
+
+def _predicted_values(answer_source: str) -> set[str]:
+    """The numbers the solution assigns to its ``predicted_*`` names, as text in a few
+    roundings (what a goal that gave the answer away would contain)."""
+    import ast
+    import re
+
+    region = re.search(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", answer_source, re.S)
+    if region is None:
+        return set()
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(region.group(1)))
+    except SyntaxError:
+        return set()
+    texts = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id.startswith("predicted") for t in node.targets):
+            try:
+                value = eval(compile(ast.Expression(node.value), "<answer>", "eval"),  # noqa: S307
+                             {"__builtins__": {}})
+            except Exception:  # noqa: BLE001 - an answer that computes: no literal to find
+                continue
+            for v in (value if isinstance(value, tuple) else (value,)):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    texts |= {f"{v:g}", f"{v:.2f}", f"{v:.1f}", str(v)}
+                    texts |= {f"{round(v * q)}/{q}" for q in range(2, 65)
+                              if v and abs(v * q - round(v * q)) < 1e-9}
+    return texts
+
+
+NUMBER = r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)?(?:/\d+)?"
+
+
+def prediction_leaks(nb, name: str) -> list[str]:
+    """Prediction tasks of ``nb`` whose goal states a value the solution predicts."""
+    import re
+
+    from attn_course.grading import notebooks as nbf
+
+    leaks, answer, prompt = [], "", ""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("## Task"):
+            prompt = cell.source
+        if nbf.is_answer(cell) and cell.cell_type == "code":
+            answer = cell.source
+        meta = cell.metadata.get("attn_course", {})
+        if meta.get("kind") != "predict" or not nbf.is_test(cell):
+            continue
+        numbers, given = set(re.findall(NUMBER, meta["goal"])), set(re.findall(NUMBER, prompt))
+        for value in sorted((_predicted_values(answer) & numbers) - given):
+            leaks.append(f"{name} {nbf.grade_id(cell)}: the goal says {value}")
+    return leaks
+
+
+def test_no_prediction_goal_gives_the_answer_away():
+    """A prediction task's goal is in the learner's notebook metadata and in
+    docs/exercises.md: it says what is predicted, never the value (unless the task's own
+    text gives that number, as D = 256 for the variance)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    leaks = [leak for path in sorted((root / "solutions").glob("*.ipynb"))
+             for leak in prediction_leaks(nbformat.read(path, as_version=4), path.stem)]
+    assert leaks == []
+
+
+def test_a_goal_that_gives_the_answer_is_found():
+    def nb(goal):
+        return nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_markdown_cell("## Task 1: predict (2 points)\n\nWith H = 8 heads."),
+            nbformat.v4.new_code_cell("predicted = None\n### BEGIN SOLUTION\npredicted = 5 / 8\n"
+                                      "### END SOLUTION", metadata=_cell(None, solution=True,
+                                                                         grade_id="a")),
+            nbformat.v4.new_code_cell("# Tests for Task 1: p\npass", metadata={
+                **_cell("predict", grade=True, solution=False, points=2, grade_id="t"),
+                "attn_course": {"kind": "predict", "goal": goal}})])
+
+    assert prediction_leaks(nb("predicts that it keeps 5/8 of them"), "x") == ["x t: the goal says 5/8"]
+    assert prediction_leaks(nb("predicts that it keeps 0.625 of them"), "x") == ["x t: the goal says 0.625"]
+    assert prediction_leaks(nb("predicts the fraction it keeps, with 8 heads"), "x") == []

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from attn_course import colab, doctor, lab, slides
-from attn_course.grading import commands as grading_commands
+# jsonschema (under nbformat, which most commands read notebooks with) builds a grammar
+# for rfc3987_syntax when that is installed: a second on every start, for URI formats
+# that no course notebook has. The grader's worker and sandbox skip it the same way.
+sys.modules.setdefault("rfc3987_syntax", None)
+
+from attn_course import colab, doctor, lab, slides  # noqa: E402
+from attn_course.grading import commands as grading_commands  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ TASKS = {
     "train": ("tfm-train-test", "tfm-train-answer"),
     "predict": ("tfm-predict-test", "tfm-predict-answer"),
     "sample": ("tfm-sample-test", "tfm-sample-answer"),
+    "grad": ("tfm-grad-test", "tfm-grad-answer"),
 }
 
 
@@ -263,5 +264,113 @@ def test_every_task_is_tagged_and_the_written_answer_is_graded_by_hand():
             assert meta["solution"]
             assert not meta["locked"]
             assert nb.cells[i - 1].source.startswith("## Task ")
-    assert sorted(kinds) == ["build", "build", "build", "build", "build", "build", "debug", "explain",
-                            "predict"]
+    assert sorted(kinds) == ["build", "build", "build", "build", "build", "build", "debug", "derive",
+                            "derive", "explain", "predict"]
+
+
+# Task 9 (derive): the gradient of the masked mean cross-entropy with respect to the logits
+
+GRAD = '''def cross_entropy_grad(logits, targets, mask):
+    PROBS
+    onehot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)
+    counted = MASK
+    return SIGN(probs - ONEHOT) * counted / COUNT
+'''
+GRAD_PARTS = {"PROBS": "probs = logits.softmax(dim=-1)", "MASK": "mask.unsqueeze(-1).to(logits.dtype)",
+              "SIGN": "", "ONEHOT": "onehot", "COUNT": "mask.sum()"}
+
+
+def grad_answer(**changes):
+    src = GRAD
+    for key, value in {**GRAD_PARTS, **changes}.items():
+        src = src.replace(key, value)
+    return src
+
+
+@pytest.mark.parametrize(("changes", "phrase", "hidden"), [
+    ({"COUNT": "1"}, "times too large: the loss is the mean over the N", False),
+    ({"COUNT": "mask.numel()"}, "not by all B * T", False),
+    ({"ONEHOT": "0"}, "the term from minus the target's own logit is missing", False),
+    ({"SIGN": "-"}, "the sign is flipped", False),
+    ({"MASK": "1"}, "positions where mask is False are not zero", False),
+    ({"PROBS": "probs = logits.exp() / logits.exp().sum(dim=-1, keepdim=True)"},
+     "subtract each row's largest logit", True),
+])
+def test_grad_wrong_answers_get_their_hint(changes, phrase, hidden):
+    out = run("grad", grad_answer(**changes), hidden=hidden)
+    assert not out.passed
+    assert phrase in out.output, out.output
+
+
+def test_grad_naive_exponential_passes_the_visible_tests_only():
+    naive = grad_answer(PROBS="probs = logits.exp() / logits.exp().sum(dim=-1, keepdim=True)")
+    assert run("grad", naive, hidden=False).passed
+
+
+@pytest.mark.parametrize("answer", [
+    # log_softmax, then exp; a float mask and its count as a float
+    grad_answer(PROBS="probs = torch.log_softmax(logits, dim=-1).exp()", MASK="mask[..., None].float()",
+                COUNT="mask.float().sum()"),
+    # float64 inside, cast back at the end
+    "def cross_entropy_grad(logits, targets, mask):\n"
+    "    z = logits.double()\n"
+    "    z = z - z.max(dim=-1, keepdim=True).values\n"
+    "    p = z.exp() / z.exp().sum(-1, keepdim=True)\n"
+    "    p[torch.arange(p.shape[-1]) == targets[..., None]] -= 1\n"
+    "    return (p * mask[..., None] / mask.sum()).to(logits.dtype)\n",
+    # a loop over the counted positions, with a log-sum-exp per position
+    "def cross_entropy_grad(logits, targets, mask):\n"
+    "    out = torch.zeros_like(logits)\n"
+    "    n = int(mask.sum())\n"
+    "    B, T, V = logits.shape\n"
+    "    for b in range(B):\n"
+    "        for t in range(T):\n"
+    "            if mask[b, t]:\n"
+    "                z = logits[b, t]\n"
+    "                p = torch.exp(z - torch.logsumexp(z, dim=0))\n"
+    "                p[targets[b, t]] -= 1\n"
+    "                out[b, t] = p / n\n"
+    "    return out\n",
+])
+def test_grad_alternatives_pass(answer):
+    out = run("grad", answer)
+    assert out.passed, out.output
+
+
+@pytest.mark.parametrize("body", [
+    "z = logits.detach().clone().requires_grad_(True)\n"
+    "    F.cross_entropy(z[mask], targets[mask]).backward()\n    return z.grad",
+    "z = logits.detach().clone().requires_grad_(True)\n"
+    "    return torch.autograd.grad(F.cross_entropy(z[mask], targets[mask]), z)[0]",
+    "from torch.func import grad\n"
+    "    return grad(lambda z: F.cross_entropy(z[mask], targets[mask]))(logits)",
+])
+def test_grad_autograd_is_not_the_exercise(body):
+    out = run("grad", f"def cross_entropy_grad(logits, targets, mask):\n    {body}\n")
+    assert not out.passed
+    assert "without autograd" in out.output, out.output
+
+
+def test_grad_hints_and_test_text_hold_no_solution_code():
+    from tests import exercise_harness as harness
+
+    cell = next(c for c in nbf.read_notebook(SOLUTIONS / NB).cells if nbf.grade_id(c) == "tfm-grad-test")
+    mine = harness.hint_texts(cell.source)
+    assert len(mine) >= 10
+    assert [h for h, _ in harness.solution_in_hints(NB) if h in mine] == []
+    texts = harness.string_literals(cell.source)
+    assert [t for t, _ in harness.solution_in_test_text(NB) if t in texts] == []
+
+
+def test_derive_tasks_are_numbered_in_order_and_their_goals_hide_the_result():
+    nb = nbf.read_notebook(SOLUTIONS / NB)
+    headings = [c.source.split(":")[0] for c in nb.cells
+                if c.cell_type == "markdown" and c.source.startswith("## Task ")]
+    assert headings == [f"## Task {n}" for n in range(1, len(headings) + 1)]
+    titles = [c.source.splitlines()[0] for c in nb.cells if nbf.is_test(c) and c.cell_type == "code"]
+    assert [t.split(":")[0] for t in titles] == [f"# Tests for Task {n}" for n in range(1, 10)]
+    goals = [c.metadata["attn_course"]["goal"] for c in nb.cells
+             if c.metadata.get("attn_course", {}).get("kind") == "derive"]
+    assert len(goals) == 2
+    for goal in goals:
+        assert [word for word in ("onehot", "one-hot", "softmax", "/ N") if word in goal] == []

@@ -13,6 +13,7 @@ TASKS = {
     "peak": ("cost-peak-test", "cost-peak-answer"),
     "chunked": ("cost-chunked-test", "cost-chunked-answer"),
     "predict": ("cost-predict-test", "cost-predict-answer"),
+    "flops": ("cost-flops-test", "cost-flops-answer"),
 }
 
 
@@ -193,4 +194,158 @@ def test_every_task_is_tagged_and_the_written_answer_is_graded_by_hand():
             assert meta["solution"]
             assert not meta["locked"]
             assert nb.cells[i - 1].source.startswith("## Task ")
-    assert sorted(kinds) == ["build", "build", "debug", "explain", "predict"]
+    assert sorted(kinds) == ["build", "build", "debug", "derive", "derive", "explain", "predict"]
+
+
+# Task 5 (derive): the flops of attention's two matrix products ---------------------------
+
+FLOPS = "def attention_flops(B, H, T, S, D, Dv):\n    {}\n"
+
+
+@pytest.mark.parametrize(("body", "phrase"), [
+    ("return B * H * T * S * (D + Dv)", "2 flops, not 1"),  # a multiply-add counted as 1
+    ("return 2 * B * H * T * S * D", "counts the scores q kᵀ only"),
+    ("return 2 * B * H * T * S * Dv", "counts the output probs @ v only"),
+    ("return 2 * B * H * T * T * (D + Dv)", "T x T is not its size"),
+    ("return 4 * B * H * T * S * D", "Dv entries per query, not D"),  # D for both products
+    ("return 2 * H * T * S * (D + Dv)", "every sequence of the batch"),
+    ("return 2 * B * T * S * (D + Dv)", "every head"),
+    ("return 2 * T * S * (D + Dv)", "does the same work; and count every head"),
+    ("return B * H * T * S * D", "2 flops, not 1; and that counts the scores q kᵀ only"),
+    ("return 2.0 * B * H * T * S * (D + Dv)", "return an int"),
+    ("return 4 * B * H * T * S * (D + Dv) / 2", "/ gives a float"),
+    ("return int(2.0 * B * H * T * S * (D + Dv))", "went through a float"),
+    ("return np.prod([2, B, H, T, S]) * (D + Dv)", "overflow above 2^63"),
+    ("return None", "return the number of flops, an int"),
+    # the scaling and a softmax of about 5 operations per score counted too
+    ("return 2 * B * H * T * S * (D + Dv) + 6 * B * H * T * S", "the softmax, a few operations per score, are left out"),
+])
+def test_flops_wrong_answers_get_their_hint(body, phrase):
+    out = run("flops", FLOPS.format(body))
+    assert not out.passed
+    assert phrase in out.output, out.output
+
+
+def test_flops_torch_flop_counter_is_not_the_exercise():
+    out = run("flops", FLOPS.format(
+        "from torch.utils.flop_counter import sdpa_flop_count\n"
+        "    return sdpa_flop_count((B, H, T, D), (B, H, S, D), (B, H, S, Dv))"))
+    assert not out.passed
+    assert "count the flops yourself" in out.output, out.output
+
+
+@pytest.mark.parametrize("body", [
+    "return 2 * B * H * T * S * (D + Dv)",
+    # one matrix product at a time: (rows, inner) @ (inner, cols) costs 2 rows inner cols
+    "total = 0\n"
+    "    for rows, inner, cols in ((T, D, S), (T, S, Dv)):\n"
+    "        total += 2 * rows * inner * cols\n"
+    "    return B * H * total",
+    "import math\n    return math.prod((2, B, H, T, S)) * (D + Dv)",
+    # numpy, converted to Python ints before they could overflow
+    "return int(np.prod([B, H, T])) * int(S) * 2 * (D + Dv)",
+])
+def test_flops_alternatives_pass(body):
+    out = run("flops", FLOPS.format(body))
+    assert out.passed, out.output
+
+
+def test_flops_self_check_gives_the_general_hint_without_the_hidden_diagnosis():
+    out = run("flops", FLOPS.format("return 2 * B * H * T * T * (D + Dv)"), hidden=False)
+    assert not out.passed
+    assert "count the two matrix products one at a time" in out.output, out.output
+    assert "T x T" not in out.output
+
+
+def _flops_test_cell():
+    return next(c for c in nbf.read_notebook(SOLUTIONS / NB).cells
+                if nbf.grade_id(c) == "cost-flops-test").source
+
+
+def test_flops_reference_is_what_flop_counter_mode_counts_in_the_course_attention():
+    """The test cell's reference (PyTorch's formula for attention, fast) equals what
+    FlopCounterMode counts when the course's sdpa_torch runs on meta tensors, for every shape
+    the cell checks, the huge ones included (exact Python ints); and both are 2 B H T S (D + Dv)."""
+    import ast
+    import contextlib
+    import io
+
+    source = _flops_test_cell()
+    shapes = [ast.literal_eval(node.args[1]) for node in ast.walk(ast.parse(source))
+              if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "check_count"]
+    assert len(shapes) >= 10
+    assert {(32, 131072, 131072), (128, 1048576, 1048576)} <= {s[1:4] for s in shapes}
+    ns: dict = {"attention_flops": lambda B, H, T, S, D, Dv: 2 * B * H * T * S * (D + Dv)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(source, "<cost-flops-test>", "exec"), ns)  # noqa: S102
+    for shape in shapes:
+        B, H, T, S, D, Dv = shape
+        expected = 2 * B * H * T * S * (D + Dv)
+        assert ns["counted"](*shape) == ns["reference"](*shape) == expected, shape
+        assert type(ns["reference"](*shape)) is int
+    assert any(float(2 * B * H * T * S * (D + Dv)) != 2 * B * H * T * S * (D + Dv)
+               for B, H, T, S, D, Dv in shapes)  # a count that a float cannot hold exactly
+    assert max(2 * B * H * T * S * (D + Dv) for B, H, T, S, D, Dv in shapes) >= 2**63
+
+
+def test_flops_counted_by_flop_counter_mode_on_an_explicit_attention():
+    """FlopCounterMode counts 2 m n k per matrix product (aten.bmm), on real and on meta
+    tensors alike, and nothing for the scaling and the softmax."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for device in ("cpu", "meta"):
+        q, k, v = (torch.empty(2, 3, n, d, device=device) for n, d in ((5, 4), (7, 4), (7, 6)))
+        with FlopCounterMode(display=False) as counter:
+            p = torch.softmax(q @ k.transpose(-2, -1) / 2.0, dim=-1)  # (2, 3, 5, 7)
+            p @ v  # (2, 3, 5, 6)
+        assert counter.get_total_flops() == 2 * 2 * 3 * 5 * 7 * (4 + 6)
+
+
+def test_task_headings_are_consecutive_and_test_titles_match():
+    import re
+
+    nb = nbf.read_notebook(SOLUTIONS / NB)
+    numbers, current = [], None
+    for cell in nb.cells:
+        heading = re.match(r"## Task (\d+): .+ \((\d+) points\)\n", cell.source)
+        if cell.cell_type == "markdown" and heading:
+            current = int(heading.group(1))
+            numbers.append(current)
+        if nbf.is_test(cell) and cell.cell_type == "code":
+            assert cell.source.startswith(f"# Tests for Task {current}: "), cell.source[:40]
+            points = cell.metadata["nbgrader"]["points"]
+            heading_points = int(re.search(r"\((\d+) points\)", nb.cells[
+                [i for i, c in enumerate(nb.cells) if c.source.startswith(f"## Task {current}:")][0]
+            ].source).group(1))
+            assert points == heading_points
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert len(numbers) == 7
+
+
+def test_derive_goals_name_the_skill_not_the_formula():
+    nb = nbf.read_notebook(SOLUTIONS / NB)
+    goals = [c.metadata["attn_course"]["goal"] for c in nb.cells
+             if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["attn_course"]["kind"] == "derive"]
+    assert len(goals) == 2
+    for goal in goals:
+        assert not any(ch.isdigit() for ch in goal), goal
+        assert not any(s in goal for s in ("BHTS", "D + Dv", "D+Dv", "Dv", "T^2", "T**2")), goal
+
+
+def test_the_flops_task_grade_ids_are_unique_and_the_written_answer_follows_its_task():
+    nb = nbf.read_notebook(SOLUTIONS / NB)
+    ids = [nbf.grade_id(c) for c in nb.cells if nbf.grade_id(c)]
+    assert len(ids) == len(set(ids))
+    i = ids.index("cost-flops-written")
+    assert ids[i - 1] == "cost-flops-written-task"
+    assert ids.index("cost-flops-test") < ids.index("cost-flops-demo") < i < ids.index("cost-explain-answer")
+    demo = next(c for c in nb.cells if nbf.grade_id(c) == "cost-flops-demo")
+    assert demo.metadata["attn_course"] == {"demo": True}
+
+
+def test_no_hint_and_no_text_of_a_test_cell_contains_a_line_of_the_solution():
+    from tests import exercise_harness as harness
+
+    assert harness.solution_in_hints(NB) == []
+    assert harness.solution_in_test_text(NB) == []

@@ -143,3 +143,169 @@ def test_the_visible_prediction_check_cannot_be_searched():
     run = run_task(NB, "sim-predict-test", {"sim-predict-answer": "predicted_std = 0.9"}, hidden=False)
     assert run.passed, run.output
     assert not run_task(NB, "sim-predict-test", {"sim-predict-answer": "predicted_std = 0.9"}).passed
+
+
+# Task 6 (derive): the limit of the cosine of random vectors that share a mean ---------------
+LIMIT = "def cosine_limit(mu, sigma):\n    if sigma <= 0:\n        raise ValueError(f'sigma = {{sigma}}')\n    {}\n"
+
+
+def test_limit_reference_passes_and_stub_fails():
+    harness.reference_passes_and_stub_fails(NB, "sim-limit-test", "sim-limit-answer",
+                                            "NotImplementedError")
+
+
+@pytest.mark.parametrize(("body", "phrase"), [
+    ("return mu / sigma", "ratio of mean to spread"),
+    ("return mu ** 2 / sigma ** 2", "the variance plus the squared mean"),
+    ("return mu / (mu ** 2 + sigma ** 2) ** 0.5", "a single factor"),
+    ("return abs(mu) / (mu ** 2 + sigma ** 2) ** 0.5", "a single factor"),
+    ("return 0.0", "0 is the limit for entries of mean 0 (Task 4)"),
+    ("return mu * abs(mu) / (mu ** 2 + sigma ** 2)", "check the sign"),  # the sign of mu kept
+    ("return mu ** 3 / abs(mu) ** 3 * 0.2 if mu else 0.0", "check the sign"),  # not a known formula
+    ("return mu ** 2 / (mu ** 2 + 1)", "does not change with sigma"),  # sigma taken as 1
+    ("return 1.0", "does not change with sigma"),
+    ("return mu ** 2 / (mu ** 2 + sigma ** 2) + 0.001", "exactly 0"),
+    ("return mu ** 2 / (mu ** 2 + sigma)", "divide q · k, |q|² and |k|² by D"),  # general hint
+])
+def test_limit_wrong_answers_get_their_hint(body, phrase):
+    fails_with("sim-limit-test", "sim-limit-answer", LIMIT.format(body), phrase)
+
+
+@pytest.mark.parametrize(("code", "phrase"), [
+    ("def cosine_limit(mu, sigma):\n    return mu ** 2 / (mu ** 2 + sigma ** 2)",
+     "returned normally; expected ValueError"),
+    ("def cosine_limit(mu, sigma):\n    if sigma <= 0:\n        raise ValueError('bad value')\n"
+     "    return mu ** 2 / (mu ** 2 + sigma ** 2)", "names sigma"),
+    ("def cosine_limit(mu, sigma):\n    if sigma < 0:\n        raise ValueError('sigma < 0')\n"
+     "    return mu ** 2 / (mu ** 2 + sigma ** 2)", "check sigma > 0 first"),
+    ("def cosine_limit(mu, sigma):\n    if sigma == 0:\n        raise ValueError('sigma is 0')\n"
+     "    return mu ** 2 / (mu ** 2 + sigma ** 2)", "negative ones included"),
+    ("def cosine_limit(mu, sigma):\n    if sigma <= 0:\n        raise ValueError('sigma')\n"
+     "    return 1 / (1 + (sigma / mu) ** 2)", "must not divide by mu"),  # mu = 0 not handled
+    ("def cosine_limit(mu, sigma):\n    if sigma <= 0:\n        raise ValueError('sigma')\n"
+     "    return [mu ** 2 / (mu ** 2 + sigma ** 2)] * 2", "return the limit as a single float"),
+    ("from attn_course.similarity import cosine\n"
+     "def cosine_limit(mu, sigma):\n    if sigma <= 0:\n        raise ValueError('sigma')\n"
+     "    z = np.random.default_rng(0).normal(mu, sigma, size=(2, 10_000))\n"
+     "    return float(cosine(z[0], z[1]))", "no simulation and no library cosine"),
+])
+def test_limit_refusals_and_shortcuts_get_their_hint(code, phrase):
+    fails_with("sim-limit-test", "sim-limit-answer", code, phrase)
+
+
+@pytest.mark.parametrize("code", [
+    # the ratio form, with mu = 0 handled
+    "def cosine_limit(mu, sigma):\n    if not sigma > 0:\n        raise ValueError(f'need sigma > 0: {sigma}')\n"
+    "    if mu == 0:\n        return 0.0\n    return 1 / (1 + (sigma / mu) ** 2)",
+    # float32 numpy, the three limits kept apart
+    "def cosine_limit(mu, sigma):\n    mu, sigma = np.float32(mu), np.float32(sigma)\n"
+    "    if sigma <= 0:\n        raise ValueError('sigma must be positive')\n"
+    "    dot, sq = mu * mu, mu ** 2 + sigma ** 2\n    return dot / np.sqrt(sq * sq)",
+    # a 0-d numpy array
+    "import math\ndef cosine_limit(mu, sigma):\n    if sigma <= 0 or math.isnan(sigma):\n"
+    "        raise ValueError('sigma <= 0')\n    return np.array(mu * mu) / np.hypot(mu, sigma) ** 2",
+])
+def test_limit_alternatives_pass(code):
+    assert run_task(NB, "sim-limit-test", {"sim-limit-answer": code}).passed
+
+
+def test_limit_self_check_gives_the_general_hint_without_the_hidden_diagnosis():
+    run = run_task(NB, "sim-limit-test", {"sim-limit-answer": LIMIT.format("return mu / sigma")},
+                   hidden=False)
+    assert not run.passed
+    assert "divide q · k, |q|² and |k|² by D" in run.output, run.output
+    assert "ratio of mean to spread" not in run.output
+
+
+def _cell(grade_id):
+    from attn_course.grading import notebooks as nbf
+
+    return next(c for c in nbf.read_notebook(harness.SOLUTIONS / NB).cells if nbf.grade_id(c) == grade_id)
+
+
+def test_limit_simulation_agrees_with_the_limit_and_separates_the_wrong_answers():
+    """The test cell's own reference, a float64 simulation, is within its tolerance of
+    mu² / (mu² + sigma²) at every simulated (mu, sigma), and that tolerance is far smaller than the
+    distance to a typical wrong answer at the visible point."""
+    import ast
+    import contextlib
+    import io
+
+    source = _cell("sim-limit-test").source
+    points = [tuple(ast.literal_eval(a) for a in node.args) for node in ast.walk(ast.parse(source))
+              if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "check_simulated"]
+    assert len(points) == 4
+    assert any(mu < 0 for mu, _ in points)
+    ns: dict = {}
+    exec(compile(_cell("sim-limit-answer").source, "<sim-limit-answer>", "exec"), ns)  # noqa: S102
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(source, "<sim-limit-test>", "exec"), ns)  # noqa: S102
+    for mu, sigma in points:
+        mean, tolerance = ns["simulated"](mu, sigma)
+        exact = mu * mu / (mu * mu + sigma * sigma)
+        assert abs(mean - exact) < tolerance / 2, (mu, sigma, mean, tolerance)
+        assert 0 < tolerance < 0.01
+    mu, sigma = points[0]
+    mean, tolerance = ns["simulated"](mu, sigma)
+    for wrong in (mu / sigma, mu ** 2 / sigma ** 2, mu / (mu ** 2 + sigma ** 2) ** 0.5, 0.0,
+                  mu ** 2 / (mu ** 2 + 1)):
+        assert abs(wrong - mean) > 4 * tolerance, wrong
+
+
+def test_task_headings_are_consecutive_and_test_titles_match():
+    import re
+
+    from attn_course.grading import notebooks as nbf
+
+    nb = nbf.read_notebook(harness.SOLUTIONS / NB)
+    numbers, points, current = [], {}, None
+    for cell in nb.cells:
+        heading = re.match(r"## Task (\d+): .+ \((\d+) points\)\n", cell.source)
+        if cell.cell_type == "markdown" and heading:
+            current = int(heading.group(1))
+            numbers.append(current)
+            points[current] = int(heading.group(2))
+        if nbf.is_test(cell) and cell.cell_type == "code":
+            assert cell.source.startswith(f"# Tests for Task {current}: "), cell.source[:40]
+        if nbf.is_test(cell):
+            assert cell.metadata["nbgrader"]["points"] == points[current], current
+    assert numbers == list(range(1, 9))
+
+
+def test_every_task_is_tagged_and_the_written_answers_are_graded_by_hand():
+    from attn_course.grading import notebooks as nbf
+
+    nb = nbf.read_notebook(harness.SOLUTIONS / NB)
+    kinds, ids = [], [nbf.grade_id(c) for c in nb.cells if nbf.grade_id(c)]
+    assert len(ids) == len(set(ids))
+    for i, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            kinds.append(cell.metadata["attn_course"]["kind"])
+            assert cell.metadata["attn_course"]["goal"]
+        if cell.cell_type == "markdown" and meta.get("grade"):
+            assert meta["solution"]
+            assert not meta["locked"]
+            assert nb.cells[i - 1].source.startswith("## Task ")
+    assert kinds == ["build", "build", "build", "predict", "debug", "derive", "derive", "explain"]
+    assert ids.index("sim-limit-written") == ids.index("sim-limit-written-task") + 1
+    assert _cell("sim-limit-demo").metadata["attn_course"] == {"demo": True}
+
+
+def test_derive_goals_name_the_skill_not_the_formula():
+    from attn_course.grading import notebooks as nbf
+
+    goals = [c.metadata["attn_course"]["goal"] for c in nbf.read_notebook(harness.SOLUTIONS / NB).cells
+             if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["attn_course"]["kind"] == "derive"]
+    assert len(goals) == 2
+    for goal in goals:
+        assert not any(ch.isdigit() for ch in goal), goal
+        assert not set(goal.split()) & {"mu", "sigma", "mu²", "sigma²"}, goal
+        assert not any(s in goal for s in ("^", "²", "/", "+", "=")), goal
+
+
+def test_no_hint_of_the_derive_task_contains_a_line_of_the_solution():
+    """(Elsewhere in 01 a hint may name the learner's own cosine_similarity.)"""
+    mine = set(harness.hint_texts(_cell("sim-limit-test").source))
+    assert len(mine) >= 8
+    assert [(h, hit) for h, hit in harness.solution_in_hints(NB) if h in mine] == []

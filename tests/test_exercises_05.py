@@ -15,6 +15,7 @@ TASKS = {
     "forward": ("mha-forward-test", "mha-forward-answer"),
     "gqa": ("mha-gqa-test", "mha-gqa-answer"),
     "predict": ("mha-predict-test", "mha-predict-answer"),
+    "flops": ("mha-flops-test", "mha-flops-answer"),
 }
 
 
@@ -196,4 +197,182 @@ def test_every_task_is_tagged_and_the_written_answer_is_graded_by_hand():
             assert not meta["locked"]
             assert meta["points"] > 0
             assert nb.cells[i - 1].source.startswith("## Task ")
-    assert sorted(kinds.values()) == ["build", "build", "build", "debug", "explain", "predict"]
+    assert sorted(kinds.values()) == ["build", "build", "build", "debug", "derive", "derive", "explain",
+                                      "predict"]
+
+
+# Task 6 (derive): the flops of one multi-head (grouped-query) layer ----------------------
+
+FLOPS = "def mha_flops(B, T, E, H, H_kv):\n    D = E // H\n    {}\n"
+PROJ = "2 * B * T * (2 * E * E + 2 * E * H_kv * D)"  # q, k, v and out, right
+ATT = "4 * B * H * T * T * D"  # scores and output, right
+
+
+@pytest.mark.parametrize(("body", "phrase"), [
+    ("return B * T * (2 * E * E + 2 * E * H_kv * D) + 2 * B * H * T * T * D", "2 flops, not 1"),
+    (f"return 2 * B * T * (E * E + 2 * E * H_kv * D) + {ATT}", "output projection is missing"),
+    (f"return 2 * B * T * (2 * E * E + 2 * E * H * D) + {ATT}", "that is where grouping saves"),
+    (f"return {PROJ} + 4 * B * H * T * T * E", "counted H times over"),
+    (f"return {PROJ} + 4 * B * H * T * D", "has T twice"),
+    (f"return {PROJ} + 2 * B * H * T * T * D", "count both"),
+    (f"return {PROJ}", "counts the projections only"),
+    ("return 2 * T * (2 * E * E + 2 * E * H_kv * D) + 4 * H * T * T * D", "every sequence of the batch"),
+    # two mistakes at once: a multiply-add as 1 flop, and no output projection
+    ("return B * T * (E * E + 2 * E * H_kv * D) + 2 * B * H * T * T * D",
+     "2 flops, not 1; and the output projection is missing"),
+    (f"return {PROJ} + {ATT} + B * T * (2 * E + 2 * H_kv * D)", "the biases"),
+    (f"return {PROJ} + {ATT} + 5 * B * H * T * T", "the softmax, a few operations per score"),
+    (f"return 2.0 * B * T * (2 * E * E + 2 * E * H_kv * D) + {ATT}", "return an int"),
+    ("D = E / H\n    return 2 * B * T * (2 * E * E + 2 * E * H_kv * D) + 4 * B * H * T * T * D",
+     "/ gives a float"),
+    ("return int(2.0 * B * T * (2 * E * E + 2 * E * H_kv * D) + 4.0 * B * H * T * T * D)",
+     "went through a float"),
+    ("import numpy as np\n    n = np.prod([2, B, T], dtype=np.int64)\n"
+     "    return int(n * (2 * E * E + 2 * E * H_kv * D) + 2 * n * H * T * D)", "overflow above 2^63"),
+    ("return None", "return the number of flops, an int"),
+])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the numpy answer's overflow
+def test_flops_wrong_answers_get_their_hint(body, phrase):
+    out = run("flops", FLOPS.format(body))
+    assert not out.passed
+    assert phrase in out.output, out.output
+
+
+def test_flops_torch_flop_counter_is_not_the_exercise():
+    out = run("flops", FLOPS.format(
+        "from torch.utils.flop_counter import bmm_flop\n"
+        "    return bmm_flop((1, B * T, E), (1, E, E)) * 2 + 0 * H_kv"))
+    assert not out.passed
+    assert "count the flops yourself" in out.output, out.output
+
+
+@pytest.mark.parametrize("body", [
+    f"return {PROJ} + {ATT}",
+    # one matrix product at a time: (rows, inner) @ (inner, cols) costs 2 rows inner cols
+    "total = 0\n"
+    "    for width in (E, H_kv * D, H_kv * D, E):\n"
+    "        total += 2 * (B * T) * E * width\n"
+    "    for inner, cols in ((D, T), (T, D)):\n"
+    "        total += B * H * 2 * T * inner * cols\n"
+    "    return total",
+    # H D = E: the attention written with E, the count simplified
+    "return 4 * B * T * E * (E + H_kv * D) + 4 * B * T * T * E",
+    "import math\n    return math.prod((2, B, T, E)) * (2 * E + 2 * H_kv * D) + math.prod((4, B, T, T, E))",
+])
+def test_flops_alternatives_pass(body):
+    out = run("flops", FLOPS.format(body))
+    assert out.passed, out.output
+
+
+def test_flops_self_check_gives_the_general_hint_without_the_hidden_diagnosis():
+    out = run("flops", FLOPS.format(f"return {PROJ} + 4 * B * H * T * T * E"), hidden=False)
+    assert not out.passed
+    assert "count the six matrix products one at a time" in out.output, out.output
+    assert "H times over" not in out.output
+
+
+def _flops_test_cell():
+    return next(c for c in nbf.read_notebook(SOLUTIONS / NB).cells
+                if nbf.grade_id(c) == "mha-flops-test").source
+
+
+def _counted(B, T, E, H, H_kv, device="meta", module="gqa"):
+    """What PyTorch's FlopCounterMode counts while the course's layer runs on x (B, T, E)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from attn_course.grouped_query import GroupedQueryAttention
+    from attn_course.multihead import MultiHeadAttention
+
+    with torch.device(device):
+        layer = (GroupedQueryAttention(E, H, num_kv_heads=H_kv) if module == "gqa"
+                 else MultiHeadAttention(E, H))
+        x = torch.zeros(B, T, E)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        layer(x)
+    return counter.get_total_flops()
+
+
+def test_flops_expected_counts_are_what_flop_counter_mode_counts_in_the_course_layer():
+    """Every count the test cell expects equals what FlopCounterMode counts when the course's
+    GroupedQueryAttention runs on meta tensors (the huge shapes included, exact Python ints),
+    and the formula of the derivation gives them all."""
+    import ast
+
+    calls = [node for node in ast.walk(ast.parse(_flops_test_cell()))
+             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "check_count"]
+    cases = [(ast.literal_eval(c.args[1]), ast.literal_eval(c.args[2])) for c in calls]
+    assert len(cases) >= 10
+    for shape, expected in cases:
+        B, T, E, H, H_kv = shape
+        D = E // H
+        assert _counted(*shape) == expected, shape
+        assert 2 * B * T * (E * E + 2 * E * H_kv * D + E * E) + 2 * 2 * B * H * T * T * D == expected
+    assert {s[4] for s, _ in cases} >= {1}
+    assert any(s[3] == s[4] for s, _ in cases)
+    assert any(1 < s[4] < s[3] for s, _ in cases)  # grouped
+    assert any(float(e) != e for _, e in cases)  # a count that a float cannot hold exactly
+    assert max(e for _, e in cases) >= 2**63
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 12, 6, 2), (1, 7, 8, 4, 4), (3, 4, 12, 3, 1), (2, 3, 10, 1, 1)])
+def test_flops_counted_alike_on_meta_and_real_tensors_and_for_multihead(shape):
+    """FlopCounterMode counts on meta tensors what it counts on real ones; with H_kv = H the
+    course's MultiHeadAttention counts the same as GroupedQueryAttention."""
+    B, T, E, H, H_kv = shape
+    meta = _counted(*shape)
+    assert _counted(*shape, device="cpu") == meta
+    if H_kv == H:
+        assert _counted(*shape, module="mha") == meta
+    D = E // H
+    assert meta == 2 * B * T * (2 * E * E + 2 * E * H_kv * D) + 4 * B * H * T * T * D
+
+
+def test_task_headings_are_consecutive_and_test_titles_match():
+    import re
+
+    nb = nbf.read_notebook(SOLUTIONS / NB)
+    numbers, current, headings = [], None, {}
+    for cell in nb.cells:
+        heading = re.match(r"## Task (\d+): .+ \((\d+) points\)\n", cell.source)
+        if cell.cell_type == "markdown" and heading:
+            current = int(heading.group(1))
+            numbers.append(current)
+            headings[current] = int(heading.group(2))
+        if nbf.is_test(cell) and cell.cell_type == "code":
+            assert cell.source.startswith(f"# Tests for Task {current}: "), cell.source[:40]
+            assert cell.metadata["nbgrader"]["points"] == headings[current]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert len(numbers) == 8
+
+
+def test_derive_goals_name_the_skill_not_the_result():
+    nb = nbf.read_notebook(SOLUTIONS / NB)
+    goals = [c.metadata["attn_course"]["goal"] for c in nb.cells
+             if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["attn_course"]["kind"] == "derive"]
+    assert len(goals) == 2
+    for goal in goals:
+        assert not any(ch.isdigit() for ch in goal), goal
+        assert not any(s in goal for s in ("independent", "E^2", "E**2", "T^2", "T**2", "costs nothing")), goal
+
+
+def test_the_flops_task_grade_ids_are_unique_and_the_written_answer_follows_its_task():
+    nb = nbf.read_notebook(SOLUTIONS / NB)
+    ids = [nbf.grade_id(c) for c in nb.cells if nbf.grade_id(c)]
+    assert len(ids) == len(set(ids))
+    i = ids.index("mha-flops-written")
+    assert ids[i - 1] == "mha-flops-written-task"
+    assert (ids.index("mha-predict-measure") < ids.index("mha-flops-test") < ids.index("mha-flops-demo")
+            < i < ids.index("mha-explain-answer"))
+    demo = next(c for c in nb.cells if nbf.grade_id(c) == "mha-flops-demo")
+    assert demo.metadata["attn_course"] == {"demo": True}
+    written = next(c for c in nb.cells if nbf.grade_id(c) == "mha-flops-written")
+    assert written.metadata["nbgrader"]["points"] == 2
+    assert written.metadata["attn_course"]["kind"] == "derive"
+
+
+def test_no_hint_and_no_text_of_a_test_cell_contains_a_line_of_the_solution():
+    from tests import exercise_harness as harness
+
+    assert harness.solution_in_hints(NB) == []
+    assert harness.solution_in_test_text(NB) == []

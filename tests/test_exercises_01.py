@@ -252,24 +252,15 @@ def test_limit_simulation_agrees_with_the_limit_and_separates_the_wrong_answers(
         assert abs(wrong - mean) > 4 * tolerance, wrong
 
 
-def test_task_headings_are_consecutive_and_test_titles_match():
+def test_the_exercise_has_8_tasks():
+    """Numbering and points are checked for every exercise in test_grading_exercise_table.py."""
     import re
 
     from attn_course.grading import notebooks as nbf
 
     nb = nbf.read_notebook(harness.SOLUTIONS / NB)
-    numbers, points, current = [], {}, None
-    for cell in nb.cells:
-        heading = re.match(r"## Task (\d+): .+ \((\d+) points\)\n", cell.source)
-        if cell.cell_type == "markdown" and heading:
-            current = int(heading.group(1))
-            numbers.append(current)
-            points[current] = int(heading.group(2))
-        if nbf.is_test(cell) and cell.cell_type == "code":
-            assert cell.source.startswith(f"# Tests for Task {current}: "), cell.source[:40]
-        if nbf.is_test(cell):
-            assert cell.metadata["nbgrader"]["points"] == points[current], current
-    assert numbers == list(range(1, 9))
+    assert sum(bool(re.match(r"## Task \d+: ", c.source)) for c in nb.cells
+               if c.cell_type == "markdown") == 8
 
 
 def test_every_task_is_tagged_and_the_written_answers_are_graded_by_hand():

@@ -302,25 +302,15 @@ def test_flops_counted_by_flop_counter_mode_on_an_explicit_attention():
         assert counter.get_total_flops() == 2 * 2 * 3 * 5 * 7 * (4 + 6)
 
 
-def test_task_headings_are_consecutive_and_test_titles_match():
+def test_the_exercise_has_7_tasks():
+    """Numbering and points are checked for every exercise in test_grading_exercise_table.py."""
     import re
 
+    from attn_course.grading import notebooks as nbf
+
     nb = nbf.read_notebook(SOLUTIONS / NB)
-    numbers, current = [], None
-    for cell in nb.cells:
-        heading = re.match(r"## Task (\d+): .+ \((\d+) points\)\n", cell.source)
-        if cell.cell_type == "markdown" and heading:
-            current = int(heading.group(1))
-            numbers.append(current)
-        if nbf.is_test(cell) and cell.cell_type == "code":
-            assert cell.source.startswith(f"# Tests for Task {current}: "), cell.source[:40]
-            points = cell.metadata["nbgrader"]["points"]
-            heading_points = int(re.search(r"\((\d+) points\)", nb.cells[
-                [i for i, c in enumerate(nb.cells) if c.source.startswith(f"## Task {current}:")][0]
-            ].source).group(1))
-            assert points == heading_points
-    assert numbers == list(range(1, len(numbers) + 1))
-    assert len(numbers) == 7
+    assert sum(bool(re.match(r"## Task \d+: ", c.source)) for c in nb.cells
+               if c.cell_type == "markdown") == 7
 
 
 def test_derive_goals_name_the_skill_not_the_formula():

@@ -115,3 +115,51 @@ def test_a_goal_that_gives_the_answer_is_found():
     assert prediction_leaks(nb("predicts that it keeps 5/8 of them"), "x") == ["x t: the goal says 5/8"]
     assert prediction_leaks(nb("predicts that it keeps 0.625 of them"), "x") == ["x t: the goal says 0.625"]
     assert prediction_leaks(nb("predicts the fraction it keeps, with 8 heads"), "x") == []
+
+
+def task_numbering_problems(nb) -> list[str]:
+    """What is wrong with a source notebook's task numbering: "## Task N: title (P points)"
+    headings must run 1, 2, 3 ..., and each test cell's "# Tests for Task N: ..." title and
+    points must match the heading above it."""
+    import re
+
+    from attn_course.grading import notebooks as nbf
+
+    problems, numbers, points, current = [], [], {}, None
+    for cell in nb.cells:
+        heading = re.match(r"## Task (\d+): .+ \((\d+) points?[^)\n]*\)\s*(\n|$)", cell.source)
+        if cell.cell_type == "markdown" and heading:
+            current = int(heading.group(1))
+            numbers.append(current)
+            points[current] = int(heading.group(2))
+        if nbf.is_test(cell) and cell.cell_type == "code":
+            if not cell.source.startswith(f"# Tests for Task {current}: "):
+                problems.append(f"under Task {current}, a test cell starts {cell.source[:30]!r}")
+            elif nbf.points(cell) != points[current]:
+                problems.append(f"Task {current}'s test gives {nbf.points(cell):g} points, "
+                                f"its heading {points[current]}")
+    if numbers != list(range(1, len(numbers) + 1)):
+        problems.append(f"the task headings run {numbers}")
+    return problems
+
+
+def test_every_exercise_numbers_its_tasks_in_order():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = {path.stem: task_numbering_problems(nbformat.read(path, as_version=4))
+             for path in sorted((root / "solutions").glob("*.ipynb"))}
+    assert {name: p for name, p in found.items() if p} == {}
+
+
+def test_a_misnumbered_task_is_found():
+    test_meta = {"nbgrader": {"grade": True, "solution": False, "locked": True, "points": 2,
+                              "grade_id": "t", "schema_version": 3}}
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("## Task 1: a (2 points)\n\ntext"),
+        nbformat.v4.new_code_cell("# Tests for Task 1: a\npass", metadata=test_meta),
+        nbformat.v4.new_markdown_cell("## Task 3: b (3 points)\n\ntext"),
+        nbformat.v4.new_code_cell("# Tests for Task 2: b\npass", metadata=test_meta)])
+    assert task_numbering_problems(nb) == [
+        "under Task 3, a test cell starts '# Tests for Task 2: b\\npass'",
+        "the task headings run [1, 3]"]

@@ -171,3 +171,16 @@ def solution_in_test_text(notebook: str, min_texts: int = 20, width: int = 16) -
         if hit:
             found.append((t, hit))
     return found
+
+
+def derive_goals(notebook: str) -> list[str]:
+    """The goals of ``notebook``'s derive tasks (auto-graded and written): a learner sees
+    them, so the tests check that they name the skill, not the result."""
+    nb = nbf.read_notebook(SOLUTIONS / notebook)
+    return [c.metadata["attn_course"]["goal"] for c in nb.cells
+            if nbf.meta(c).get("grade") and c.metadata.get("attn_course", {}).get("kind") == "derive"]
+
+
+def grade_ids(notebook: str) -> list[str]:
+    """``notebook``'s grade ids in cell order (each must be unique)."""
+    return [gid for c in nbf.read_notebook(SOLUTIONS / notebook).cells if (gid := nbf.grade_id(c))]

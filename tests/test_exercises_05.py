@@ -4,6 +4,7 @@ fail with their own hint, alternative correct answers pass (tests/exercise_harne
 import pytest
 
 from attn_course.grading import notebooks as nbf
+from tests import exercise_harness as harness
 from tests.exercise_harness import SOLUTIONS, run_task, stub
 
 NB = "05_multihead.ipynb"
@@ -340,9 +341,7 @@ def test_the_exercise_has_8_tasks():
 
 
 def test_derive_goals_name_the_skill_not_the_result():
-    nb = nbf.read_notebook(SOLUTIONS / NB)
-    goals = [c.metadata["attn_course"]["goal"] for c in nb.cells
-             if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["attn_course"]["kind"] == "derive"]
+    goals = harness.derive_goals(NB)
     assert len(goals) == 2
     for goal in goals:
         assert not any(ch.isdigit() for ch in goal), goal
@@ -351,7 +350,7 @@ def test_derive_goals_name_the_skill_not_the_result():
 
 def test_the_flops_task_grade_ids_are_unique_and_the_written_answer_follows_its_task():
     nb = nbf.read_notebook(SOLUTIONS / NB)
-    ids = [nbf.grade_id(c) for c in nb.cells if nbf.grade_id(c)]
+    ids = harness.grade_ids(NB)
     assert len(ids) == len(set(ids))
     i = ids.index("mha-flops-written")
     assert ids[i - 1] == "mha-flops-written-task"

@@ -57,11 +57,15 @@ def test_stamper_is_up_to_date_and_idempotent(tmp_path):
     once = nbformat.writes(colab.stamp(nb, "solutions/02_softmax.ipynb"))
     twice = nbformat.writes(colab.stamp(nbformat.reads(once, 4), "solutions/02_softmax.ipynb"))
     assert once == twice
-    # a moved or edited copy is replaced, not duplicated
+    # a moved or edited copy is replaced, not duplicated (and the edited cell's run is not kept)
     nb = nbformat.reads(once, 4)
     nb.cells = nb.cells[2:5] + [nb.cells[1]] + nb.cells[5:]
     nb.cells[3].source = "print('edited')"
-    assert nbformat.writes(colab.stamp(nb, "solutions/02_softmax.ipynb")) == once
+    fresh = nbformat.reads(once, 4)
+    fresh.cells[1].execution_count = None
+    fresh.cells[1].outputs = []
+    fresh.cells[1].metadata.pop("execution", None)
+    assert nbformat.writes(colab.stamp(nb, "solutions/02_softmax.ipynb")) == nbformat.writes(fresh)
 
 
 def test_colab_url_reads_the_repository_from_pyproject(tmp_path):

@@ -110,19 +110,28 @@ def solution_in_hints(notebook: str, min_hints: int = 10, width: int = 16) -> li
     """``[(hint, pieces)]`` for every hint of ``notebook``'s test cells that holds ``width``
     characters (spaces aside) of a line of a solution; asserts there are ``min_hints``."""
     nb = nbf.read_notebook(SOLUTIONS / notebook)
+    hints = [h for c in nb.cells if nbf.is_test(c) for h in hint_texts(c.source)]
+    assert len(hints) >= min_hints, f"{notebook}: only {len(hints)} hints"
+    return _holding(hints, _solution_pieces(nb, width))
+
+
+def _solution_pieces(nb, width: int) -> set[str]:
+    """Every ``width``-character piece (spaces and comments aside) of a solution line."""
     code = [c.source for c in nb.cells if nbf.is_answer(c) and c.cell_type == "code"]
     lines = {"".join(line.split("#")[0].split()) for src in code for line in
              src.split("### BEGIN SOLUTION")[-1].split("### END SOLUTION")[0].splitlines()}
     lines = {line for line in lines if not line.startswith("predicted_")}  # a number, no code
-    pieces = {line[i:i + width] for line in lines for i in range(max(len(line) - width + 1, 0))}
-    hints = [h for c in nb.cells if nbf.is_test(c) for h in hint_texts(c.source)]
-    assert len(hints) >= min_hints, f"{notebook}: only {len(hints)} hints"
+    return {line[i:i + width] for line in lines for i in range(max(len(line) - width + 1, 0))}
+
+
+def _holding(texts: list[str], pieces: set[str]) -> list:
+    """``[(text, pieces it holds)]`` for the texts holding any piece (spaces aside)."""
     found = []
-    for h in hints:
-        flat = "".join(h.split())
+    for t in texts:
+        flat = "".join(t.split())
         hit = [p for p in pieces if p in flat]
         if hit:
-            found.append((h, hit))
+            found.append((t, hit))
     return found
 
 
@@ -156,21 +165,10 @@ def solution_in_test_text(notebook: str, min_texts: int = 20, width: int = 16) -
     import re
 
     nb = nbf.read_notebook(SOLUTIONS / notebook)
-    code = [c.source for c in nb.cells if nbf.is_answer(c) and c.cell_type == "code"]
-    lines = {"".join(line.split("#")[0].split()) for src in code for line in
-             src.split("### BEGIN SOLUTION")[-1].split("### END SOLUTION")[0].splitlines()}
-    lines = {line for line in lines if not line.startswith("predicted_")}
-    pieces = {line[i:i + width] for line in lines for i in range(max(len(line) - width + 1, 0))}
-    pieces = {p for p in pieces if re.search(r"\W.*\W", p)}  # code, not a name or words
+    pieces = {p for p in _solution_pieces(nb, width) if re.search(r"\W.*\W", p)}  # code, not words
     texts = [t for c in nb.cells if nbf.is_test(c) for t in string_literals(c.source)]
     assert len(texts) >= min_texts, f"{notebook}: only {len(texts)} strings"
-    found = []
-    for t in texts:
-        flat = "".join(t.split())
-        hit = [p for p in pieces if p in flat]
-        if hit:
-            found.append((t, hit))
-    return found
+    return _holding(texts, pieces)
 
 
 def derive_goals(notebook: str) -> list[str]:
